@@ -1,0 +1,75 @@
+"""The `pydron` command line: `python -m pydron run [--tx SPEC]... script.py [args...]`.
+
+Each subcommand is a `(parser, handler)` pair registered in `build_parser`, so more
+can be added without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from collections.abc import Sequence
+
+from pydron.config import TX_VAR, parse_tx, worker_specs
+from pydron.errors import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per subcommand (handler in `func`)."""
+    parser = argparse.ArgumentParser(
+        prog="pydron", description="Run sequential Python in parallel on many workers."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run a script as __main__ with pydron workers",
+        description="Run SCRIPT as __main__, with sys.argv = [SCRIPT, *ARGS], on the given workers.",
+    )
+    run.add_argument(
+        "--tx", action="append", default=[], metavar="SPEC",
+        help="workers in pytest-xdist --tx syntax, e.g. 4*popen or "
+        "ssh=user@host//python=python3 (repeatable; default: PYDRON_TX, "
+        "then pydron.conf, then all local cores)",
+    )
+    run.add_argument("script", help="the Python script to run")
+    run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
+    run.set_defaults(func=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pydron` and `python -m pydron`; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"pydron: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    for spec in args.tx:
+        parse_tx(spec)  # raises ConfigError naming a malformed spec
+    if args.tx:
+        os.environ[TX_VAR] = ";".join(args.tx)
+    worker_specs()  # report a bad PYDRON_TX or pydron.conf now, not mid-script
+    if not os.path.isfile(args.script):
+        print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
+        return 2
+
+    script_dir = os.path.dirname(os.path.abspath(args.script))
+    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    sys.argv = [args.script, *args.args]
+    sys.path.insert(0, script_dir)  # so the script's own modules import, as with `python script.py`
+    try:
+        runpy.run_path(args.script, run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0

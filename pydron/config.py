@@ -1,0 +1,298 @@
+"""Where pydron's workers come from: `PYDRON_TX`, a `pydron.conf` file, or the local cores.
+
+Everything is validated up front so that a bad spec or file produces one
+`ConfigError` naming the file, the entry and the field, before any worker starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import execnet
+
+from pydron.errors import ConfigError
+
+CONFIG_NAME = "pydron.conf"
+SYSTEM_CONFIG = Path("/etc") / CONFIG_NAME
+CONF_VAR = "PYDRON_CONF"
+TX_VAR = "PYDRON_TX"
+
+#: execnet gateway types; exactly one must be set in an execnet spec.
+GATEWAY_TYPES = ("popen", "ssh", "socket", "vagrant_ssh")
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    """One worker process, i.e. one execnet gateway, plus a name for error messages."""
+
+    label: str
+    xspec: str
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def find_config_file(
+    environ: Mapping[str, str] = os.environ,
+    cwd: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Path | None:
+    """Return the `pydron.conf` to use, or None if there is none.
+
+    Looks in `$PYDRON_CONF` (a file, or a directory holding `pydron.conf`), then
+    the current directory, the home directory and `/etc/pydron.conf`; first found wins.
+    """
+    explicit = environ.get(CONF_VAR)
+    if explicit:
+        path = Path(explicit).expanduser()
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"{CONF_VAR}={explicit}: no such file: {path}")
+        return path
+
+    candidates = [Path.cwd() if cwd is None else Path(cwd)]
+    home_dir = _home(environ) if home is None else Path(home)
+    if home_dir is not None:
+        candidates.append(home_dir)
+    for directory in candidates:
+        path = directory / CONFIG_NAME
+        if path.is_file():
+            return path
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def _home(environ: Mapping[str, str]) -> Path | None:
+    if environ.get("HOME"):
+        return Path(environ["HOME"])
+    try:
+        return Path.home()
+    except RuntimeError:  # no HOME and no passwd entry
+        return None
+
+
+# ---------------------------------------------------------------- --tx specs
+
+
+def local_python_spec() -> str:
+    """The execnet spec for one local worker running this same interpreter."""
+    return f"popen//python={shlex.quote(sys.executable)}"
+
+
+def _split_tx(spec: str) -> list[str]:
+    """Expand one `[N*]xspec` into N execnet spec strings; ValueError says what is wrong."""
+    text = spec.strip()
+    count = 1
+    if "*" in text:
+        head, text = text.split("*", 1)
+        if not head.strip().isdigit() or int(head) < 1:
+            raise ValueError(f"multiplier {head.strip()!r} is not a positive integer")
+        count = int(head)
+        text = text.strip()
+    if not text:
+        raise ValueError("empty gateway spec")
+    try:
+        xspec = execnet.XSpec(text)
+    except (IndexError, AttributeError, ValueError) as exc:
+        # IndexError: an empty key, as in "popen////python=x"
+        raise ValueError(f"not an execnet spec ({exc or 'empty key'})") from None
+    kinds = [kind for kind in GATEWAY_TYPES if getattr(xspec, kind)]
+    if len(kinds) != 1:
+        found = "none" if not kinds else " and ".join(kinds)
+        raise ValueError(
+            f"expected exactly one gateway type ({', '.join(GATEWAY_TYPES)}), found {found}"
+        )
+    kind = kinds[0]
+    value = getattr(xspec, kind)
+    if kind == "popen" and value is not True:
+        raise ValueError("'popen' takes no value (use popen//python=...)")
+    if kind != "popen" and not isinstance(value, str):
+        raise ValueError(f"{kind!r} needs a value, e.g. {kind}=HOST")
+    if xspec.python is True:
+        raise ValueError("'python' needs a value, e.g. python=python3")
+    if kind == "popen" and not xspec.python:
+        text = f"{text}//python={shlex.quote(sys.executable)}"
+    return [text] * count
+
+
+def parse_tx(spec: str) -> list[str]:
+    """Parse one pytest-xdist style `--tx` spec (`[N*]xspec`) into N execnet spec strings.
+
+    A `popen` without `python=` runs this interpreter (`sys.executable`).
+    """
+    try:
+        return _split_tx(spec)
+    except ValueError as exc:
+        raise ConfigError(f"invalid worker spec {spec!r}: {exc}") from None
+
+
+def _tx_gateways(spec: str, where: str) -> list[GatewaySpec]:
+    return [
+        GatewaySpec(f"{where} {spec.strip()!r} #{k}", xspec)
+        for k, xspec in enumerate(parse_tx(spec), 1)
+    ]
+
+
+# ---------------------------------------------------------------- pydron.conf
+
+
+class _Entry:
+    """One `workers[i]` object under validation; words errors as file: workers[i].field."""
+
+    def __init__(self, path: Path, index: int, data: dict[str, Any]) -> None:
+        self.path, self.index, self.data = path, index, data
+        self.name = f"workers[{index}]"
+
+    def error(self, field: str | None, message: str) -> ConfigError:
+        where = self.name if field is None else f"{self.name}.{field}"
+        return _file_error(self.path, f"{where}: {message}")
+
+    def fields(self, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> None:
+        """Reject unknown fields and missing required ones."""
+        allowed = ("type", *required, *optional)
+        for key in self.data:
+            if key not in allowed:
+                raise self.error(
+                    key, f"unknown field for type {self.data['type']!r} "
+                    f"(allowed: {', '.join(allowed)})"
+                )
+        for key in required:
+            if key not in self.data:
+                raise self.error(key, "missing required field")
+
+    def positive_int(self, field: str) -> int:
+        value = self.data[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.error(field, f"expected a positive integer, got {_show(value)}")
+        return value
+
+    def string(self, field: str) -> str:
+        value = self.data[field]
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(field, f"expected a non-empty string, got {_show(value)}")
+        return value
+
+
+def _multicore(entry: _Entry) -> list[GatewaySpec]:
+    entry.fields(required=("cores",))
+    cores = entry.positive_int("cores")
+    return [
+        GatewaySpec(f"{entry.name} (multicore) #{k}", local_python_spec())
+        for k in range(1, cores + 1)
+    ]
+
+
+def _execnet(entry: _Entry) -> list[GatewaySpec]:
+    entry.fields(required=("spec",))
+    spec = entry.string("spec")
+    try:
+        xspecs = _split_tx(spec)
+    except ValueError as exc:
+        raise entry.error("spec", f"invalid execnet spec {_show(spec)}: {exc}") from None
+    return [
+        GatewaySpec(f"{entry.name} (execnet {spec.strip()!r}) #{k}", xspec)
+        for k, xspec in enumerate(xspecs, 1)
+    ]
+
+
+#: Worker entry types: `type` value -> validator that turns the entry into gateways.
+ENTRY_TYPES: dict[str, Callable[[_Entry], list[GatewaySpec]]] = {
+    "multicore": _multicore,
+    "execnet": _execnet,
+}
+
+
+def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
+    """Read and validate a `pydron.conf` JSON file and return the gateways it asks for.
+
+    Any problem raises one ConfigError naming the file, the entry and the field.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _file_error(path, f"cannot read file: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _file_error(
+            path, f"line {exc.lineno}, column {exc.colno}: invalid JSON: {exc.msg}"
+        ) from None
+
+    if not isinstance(data, dict):
+        raise _file_error(path, f'expected a JSON object {{"workers": [...]}}, got {_kind(data)}')
+    unknown = [key for key in data if key != "workers"]
+    if unknown:
+        raise _file_error(path, f"{unknown[0]}: unknown top-level field (allowed: workers)")
+    if "workers" not in data:
+        example = '"workers": [{"type": "multicore", "cores": 4}]'
+        raise _file_error(path, f"workers: missing required field (e.g. {example})")
+    workers = data["workers"]
+    if not isinstance(workers, list):
+        raise _file_error(path, f"workers: expected a list of worker entries, got {_kind(workers)}")
+    if not workers:
+        raise _file_error(path, "workers: expected at least one worker entry, got an empty list")
+
+    gateways: list[GatewaySpec] = []
+    for index, item in enumerate(workers):
+        if not isinstance(item, dict):
+            raise _file_error(path, f"workers[{index}]: expected an object, got {_kind(item)}")
+        entry = _Entry(path, index, item)
+        if "type" not in item:
+            raise entry.error("type", f"missing required field (one of: {', '.join(ENTRY_TYPES)})")
+        kind = item["type"]
+        if not isinstance(kind, str) or kind not in ENTRY_TYPES:
+            raise entry.error(
+                "type", f"unknown worker type {_show(kind)} (known: {', '.join(ENTRY_TYPES)})"
+            )
+        gateways.extend(ENTRY_TYPES[kind](entry))
+    return gateways
+
+
+def _file_error(path: Path, message: str) -> ConfigError:
+    return ConfigError(f"{CONFIG_NAME}: {path}: {message}")
+
+
+def _show(value: Any) -> str:
+    """A JSON rendering of a bad value for an error message, shortened if long."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return f"{names.get(type(value), type(value).__name__)} ({_show(value)})"
+
+
+# ---------------------------------------------------------------- the answer
+
+
+def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:
+    """The gateways the pool should start.
+
+    `PYDRON_TX` (`;`-separated `--tx` specs) if set, else the first `pydron.conf`
+    found, else one local worker per core.
+    """
+    tx = environ.get(TX_VAR, "")
+    if tx.strip():
+        specs = [part for part in tx.split(";") if part.strip()]
+        gateways: list[GatewaySpec] = []
+        for spec in specs:
+            try:
+                gateways.extend(_tx_gateways(spec, TX_VAR))
+            except ConfigError as exc:
+                raise ConfigError(f"{TX_VAR}: {exc}") from None
+        return gateways
+    path = find_config_file(environ)
+    if path is not None:
+        return load_config(path)
+    cores = os.cpu_count() or 1
+    return [GatewaySpec(f"popen-{k}", local_python_spec()) for k in range(1, cores + 1)]

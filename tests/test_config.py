@@ -1,0 +1,243 @@
+"""Tests for pydron.config: discovery, validation messages and expansion into gateways."""
+
+import json
+import shlex
+import sys
+
+import pytest
+
+from pydron import config
+from pydron.config import GatewaySpec, find_config_file, load_config, parse_tx, worker_specs
+from pydron.errors import ConfigError
+
+LOCAL = f"popen//python={shlex.quote(sys.executable)}"
+
+
+@pytest.fixture(autouse=True)
+def no_system_config(tmp_path, monkeypatch):
+    """Never look at the real /etc/pydron.conf."""
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "etc" / "pydron.conf")
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """Separate cwd, home and conf directories under tmp_path."""
+    made = {name: tmp_path / name for name in ("cwd", "home", "conf", "etc")}
+    for path in made.values():
+        path.mkdir()
+    return made
+
+
+def write_conf(directory, data):
+    path = directory / "pydron.conf"
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def test_nothing_found(dirs):
+    assert find_config_file({}, cwd=dirs["cwd"], home=dirs["home"]) is None
+
+
+@pytest.mark.parametrize("present,expected", [
+    (("conf", "cwd", "home", "etc"), "conf"),
+    (("cwd", "home", "etc"), "cwd"),
+    (("home", "etc"), "home"),
+    (("etc",), "etc"),
+])
+def test_search_order(dirs, present, expected):
+    for name in present:
+        write_conf(dirs[name], {"workers": []})
+    environ = {"PYDRON_CONF": str(dirs["conf"] / "pydron.conf")} if "conf" in present else {}
+    found = find_config_file(environ, cwd=dirs["cwd"], home=dirs["home"])
+    assert found == dirs[expected] / "pydron.conf"
+
+
+def test_pydron_conf_may_name_a_directory(dirs):
+    write_conf(dirs["conf"], {"workers": []})
+    found = find_config_file({"PYDRON_CONF": str(dirs["conf"])}, cwd=dirs["cwd"], home=dirs["home"])
+    assert found == dirs["conf"] / "pydron.conf"
+
+
+def test_pydron_conf_missing_is_an_error(dirs):
+    write_conf(dirs["cwd"], {"workers": []})  # must not silently fall back to this one
+    missing = dirs["conf"] / "nope.conf"
+    with pytest.raises(ConfigError) as info:
+        find_config_file({"PYDRON_CONF": str(missing)}, cwd=dirs["cwd"], home=dirs["home"])
+    assert "PYDRON_CONF" in str(info.value) and str(missing) in str(info.value)
+
+
+def test_defaults_to_cwd_and_home_from_environment(dirs, monkeypatch):
+    monkeypatch.chdir(dirs["cwd"])
+    write_conf(dirs["home"], {"workers": []})
+    assert find_config_file({"HOME": str(dirs["home"])}) == dirs["home"] / "pydron.conf"
+    write_conf(dirs["cwd"], {"workers": []})
+    assert find_config_file({"HOME": str(dirs["home"])}) == dirs["cwd"] / "pydron.conf"
+
+
+# ---------------------------------------------------------------- load_config
+
+
+def test_multicore_expansion(tmp_path):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 3}]})
+    gateways = load_config(path)
+    assert [g.xspec for g in gateways] == [LOCAL] * 3
+    assert len({g.label for g in gateways}) == 3
+    assert all(g.label.startswith("workers[0]") for g in gateways)
+
+
+def test_execnet_expansion(tmp_path):
+    path = write_conf(tmp_path, {"workers": [
+        {"type": "execnet", "spec": "4*popen"},
+        {"type": "execnet", "spec": "popen//python=/usr/bin/python3.12"},
+        {"type": "execnet", "spec": "2*ssh=user@node1//python=python3"},
+        {"type": "multicore", "cores": 1},
+    ]})
+    gateways = load_config(path)
+    assert [g.xspec for g in gateways] == [LOCAL] * 4 + [
+        "popen//python=/usr/bin/python3.12",
+        "ssh=user@node1//python=python3",
+        "ssh=user@node1//python=python3",
+        LOCAL,
+    ]
+    assert gateways[4].label == "workers[1] (execnet 'popen//python=/usr/bin/python3.12') #1"
+    assert all(isinstance(g, GatewaySpec) for g in gateways)
+
+
+def conf_error(tmp_path, data):
+    path = write_conf(tmp_path, data)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    return message
+
+
+def test_error_message_format(tmp_path):
+    message = conf_error(tmp_path, {"workers": [
+        {"type": "multicore", "cores": 2}, {"type": "multicore", "cores": "four"}]})
+    assert message == (
+        f'pydron.conf: {tmp_path / "pydron.conf"}: workers[1].cores: '
+        'expected a positive integer, got "four"'
+    )
+
+
+def test_malformed_json_names_line_and_column(tmp_path):
+    message = conf_error(tmp_path, '{"workers": [\n  {"type": "multicore" "cores": 2}\n]}')
+    assert "line 2, column 24" in message and "invalid JSON" in message
+
+
+@pytest.mark.parametrize("data,expected", [
+    ([], "expected a JSON object"),
+    ("3", "expected a JSON object"),
+    ({}, "workers: missing required field"),
+    ({"workers": {"type": "multicore"}}, "workers: expected a list"),
+    ({"workers": []}, "workers: expected at least one"),
+    ({"workers": [], "extra": 1}, "extra: unknown top-level field"),
+])
+def test_top_level_errors(tmp_path, data, expected):
+    assert expected in conf_error(tmp_path, data)
+
+
+@pytest.mark.parametrize("entry,field,expected", [
+    ("multicore", None, "workers[1]: expected an object, got a string"),
+    ({"cores": 2}, "type", "missing required field"),
+    ({"type": "ssh", "hostname": "h"}, "type", 'unknown worker type "ssh"'),
+    ({"type": 3}, "type", "unknown worker type 3"),
+    ({"type": "multicore"}, "cores", "missing required field"),
+    ({"type": "multicore", "cores": 0}, "cores", "expected a positive integer, got 0"),
+    ({"type": "multicore", "cores": -1}, "cores", "expected a positive integer, got -1"),
+    ({"type": "multicore", "cores": 2.0}, "cores", "expected a positive integer, got 2.0"),
+    ({"type": "multicore", "cores": True}, "cores", "expected a positive integer, got true"),
+    ({"type": "multicore", "cores": 2, "core": 1}, "core", "unknown field"),
+    ({"type": "execnet"}, "spec", "missing required field"),
+    ({"type": "execnet", "spec": 4}, "spec", "expected a non-empty string, got 4"),
+    ({"type": "execnet", "spec": ""}, "spec", "expected a non-empty string"),
+    ({"type": "execnet", "spec": "0*popen"}, "spec", 'invalid execnet spec "0*popen"'),
+    ({"type": "execnet", "spec": "fork"}, "spec", 'invalid execnet spec "fork"'),
+    ({"type": "execnet", "spec": "popen", "cores": 2}, "cores", "unknown field"),
+])
+def test_entry_errors(tmp_path, entry, field, expected):
+    message = conf_error(tmp_path, {"workers": [{"type": "multicore", "cores": 1}, entry]})
+    where = "workers[1]" if field is None else f"workers[1].{field}: "
+    assert where in message
+    assert expected in message
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read file"):
+        load_config(tmp_path / "missing.conf")
+
+
+# ---------------------------------------------------------------- parse_tx
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("popen", [LOCAL]),
+    ("3*popen", [LOCAL] * 3),
+    (" 2 * popen ", [LOCAL] * 2),
+    ("popen//python=python3.12", ["popen//python=python3.12"]),
+    ("ssh=user@host//python=python3", ["ssh=user@host//python=python3"]),
+    ("2*socket=127.0.0.1:8888", ["socket=127.0.0.1:8888"] * 2),
+    ("vagrant_ssh=default//python=python3", ["vagrant_ssh=default//python=python3"]),
+])
+def test_parse_tx(spec, expected):
+    assert parse_tx(spec) == expected
+
+
+@pytest.mark.parametrize("spec", [
+    "", "  ", "0*popen", "x*popen", "*popen", "-1*popen", "3*", "fork", "python=python3",
+    "popen//ssh=host", "ssh", "popen=3", "popen//python", "popen////python=x", "popen//_x=1",
+    "popen//python=a//python=b",
+])
+def test_parse_tx_errors(spec):
+    with pytest.raises(ConfigError) as info:
+        parse_tx(spec)
+    assert repr(spec) in str(info.value)
+
+
+# ---------------------------------------------------------------- worker_specs
+
+
+@pytest.fixture
+def isolated(dirs, monkeypatch):
+    """An environment whose cwd and home are empty temporary directories."""
+    monkeypatch.chdir(dirs["cwd"])
+    return {"HOME": str(dirs["home"])}
+
+
+def test_pydron_tx(isolated):
+    gateways = worker_specs({**isolated, "PYDRON_TX": "2*popen; ssh=u@h//python=python3;"})
+    assert [g.xspec for g in gateways] == [LOCAL, LOCAL, "ssh=u@h//python=python3"]
+    assert gateways[0].label == "PYDRON_TX '2*popen' #1"
+
+
+def test_pydron_tx_beats_config_file(isolated, dirs):
+    write_conf(dirs["cwd"], {"workers": [{"type": "multicore", "cores": 5}]})
+    assert len(worker_specs({**isolated, "PYDRON_TX": "popen"})) == 1
+
+
+def test_bad_pydron_tx(isolated):
+    with pytest.raises(ConfigError) as info:
+        worker_specs({**isolated, "PYDRON_TX": "popen;x*popen"})
+    assert "PYDRON_TX" in str(info.value) and "'x*popen'" in str(info.value)
+
+
+def test_config_file_used(isolated, dirs):
+    write_conf(dirs["home"], {"workers": [{"type": "multicore", "cores": 5}]})
+    assert [g.xspec for g in worker_specs(isolated)] == [LOCAL] * 5
+
+
+def test_system_config_used(isolated, dirs, monkeypatch):
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", write_conf(dirs["etc"], {
+        "workers": [{"type": "execnet", "spec": "2*popen"}]}))
+    assert len(worker_specs(isolated)) == 2
+
+
+@pytest.mark.parametrize("cpus,expected", [(3, 3), (None, 1)])
+def test_default_is_one_worker_per_core(isolated, monkeypatch, cpus, expected):
+    monkeypatch.setattr(config.os, "cpu_count", lambda: cpus)
+    gateways = worker_specs({**isolated, "PYDRON_TX": ""})
+    assert gateways == [GatewaySpec(f"popen-{k}", LOCAL) for k in range(1, expected + 1)]
