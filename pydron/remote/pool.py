@@ -1,0 +1,306 @@
+"""The worker pool: execnet gateways that run tasks, and the dispatcher feeding them.
+
+One gateway is one worker process running ``worker.serve``. The dispatcher
+thread keeps a small window of tasks in flight on each worker and sends them
+in batches, so that trivial tasks are not limited by one round trip each.
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+import cloudpickle
+import execnet
+
+from pydron.errors import PydronError, RemoteError, WorkerDied
+from pydron.remote import protocol, worker as worker_module
+
+START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
+_CLOSED = object()
+
+
+class Worker:
+    """The master's handle on one worker process."""
+
+    def __init__(self, label: str, gateway: execnet.Gateway, channel: Any) -> None:
+        self.label = label
+        self.gateway = gateway
+        self.channel = channel
+        self.inflight: dict[int, tuple[Any, Any, float]] = {}
+        self.functions_sent: set[int] = set()
+        self.alive = True
+        self.window = 2
+        self.info: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.label} inflight={len(self.inflight)} alive={self.alive}>"
+
+
+class Pool:
+    """Runs tasks on execnet gateways; results go back to each task's graph."""
+
+    def __init__(self, specs: Sequence[Any]) -> None:
+        if not specs:
+            raise PydronError("no workers configured")
+        self._specs = list(specs)
+        self._group = execnet.Group()
+        self._workers: list[Worker] = []
+        self._queue: collections.deque = collections.deque()
+        self._lock = threading.Condition()
+        self._task_ids = iter(range(1, sys.maxsize))
+        self._functions: dict[Any, tuple[int, bytes]] = {}
+        self._function_keys = iter(range(1, sys.maxsize))
+        self._closed = False
+        self._start_workers()
+        self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
+        self._thread.start()
+
+    # -- start-up ---------------------------------------------------------
+    def _start_workers(self) -> None:
+        with ThreadPoolExecutor(max_workers=min(16, len(self._specs))) as starter:
+            started = list(starter.map(self._start_one, self._specs))
+        errors = [item for item in started if isinstance(item, BaseException)]
+        self._workers = [item for item in started if isinstance(item, Worker)]
+        if errors:
+            self._group.terminate(timeout=2)
+            raise errors[0]
+
+    def _start_one(self, spec: Any) -> Worker | BaseException:
+        label = getattr(spec, "label", str(spec))
+        xspec = getattr(spec, "xspec", spec)
+        try:
+            gateway = self._group.makegateway(xspec)
+            channel = gateway.remote_exec(worker_module)
+            local = gateway.spec.popen and not gateway.spec.via
+            channel.send(("init", {
+                "sys_path": [p for p in sys.path if p] if local else [],
+                "chdir": os.getcwd() if local else None,
+                "parent_pid": os.getpid() if local else None,
+                "label": label,
+            }))
+            kind, info = channel.receive(timeout=START_TIMEOUT)
+        except BaseException as exc:  # noqa: BLE001 - reported with the worker's name
+            return PydronError(f"worker {label} ({xspec}) failed to start: {exc}")
+        master = "%d.%d" % sys.version_info[:2]
+        if info["python"].rsplit(".", 1)[0] != master:
+            gateway.exit()
+            return PydronError(
+                f"worker {label} ({xspec}) runs Python {info['python']}, but the master "
+                f"runs {master}: functions travel as bytecode, so the versions must match"
+            )
+        worker = Worker(label, gateway, channel)
+        worker.info = info
+        channel.setcallback(lambda message, w=worker: self._on_message(w, message), endmarker=_CLOSED)
+        return worker
+
+    @property
+    def workers(self) -> list[Worker]:
+        return list(self._workers)
+
+    # -- submitting -------------------------------------------------------
+    def submit(self, task: Any, graph: Any) -> None:
+        """Queue a ready task; the dispatcher sends it to a worker."""
+        with self._lock:
+            if self._closed:
+                graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
+                return
+            self._queue.append((task, graph))
+            self._lock.notify()
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closed and not (self._queue and self._free_worker()):
+                    self._lock.wait()
+                if self._closed:
+                    return
+                batches = self._assign_locked()
+            for worker, batch in batches:
+                self._send(worker, batch)
+
+    def _free_worker(self) -> Worker | None:
+        best = None
+        for worker in self._workers:
+            if worker.alive and len(worker.inflight) < worker.window:
+                if best is None or len(worker.inflight) < len(best.inflight):
+                    best = worker
+        return best
+
+    def _assign_locked(self) -> list[tuple[Worker, list]]:
+        batches: dict[Worker, list] = {}
+        while self._queue:
+            worker = self._free_worker()
+            if worker is None:
+                break
+            task, graph = self._queue.popleft()
+            task_id = next(self._task_ids)
+            worker.inflight[task_id] = (task, graph, time.perf_counter())
+            batches.setdefault(worker, []).append((task_id, task, graph))
+        return list(batches.items())
+
+    def _send(self, worker: Worker, batch: list) -> None:
+        messages = []
+        for task_id, task, graph in batch:
+            try:
+                messages.append(self._encode(worker, task_id, task, graph))
+            except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable argument
+                with self._lock:
+                    worker.inflight.pop(task_id, None)
+                    self._lock.notify()
+                graph.finish(task.future, ok=False, error=exc)
+        if not messages:
+            return
+        try:
+            worker.channel.send(("run", messages))
+        except (OSError, EOFError, execnet.RemoteError, ValueError):
+            self._worker_died(worker)
+
+    def _encode(self, worker: Worker, task_id: int, task: Any, graph: Any) -> tuple:
+        key, fn_bytes = self._function(task.fn)
+        if key is not None and key in worker.functions_sent:
+            fn_bytes = None
+        elif key is not None:
+            worker.functions_sent.add(key)
+        inputs = [_input_bytes(graph, future) for future in task.inputs]
+        args = protocol.dump_args(task.args, task.kwargs, task.slots)
+        return (task_id, key, fn_bytes, args, inputs)
+
+    def _function(self, fn: Any) -> tuple[int | None, bytes]:
+        try:
+            cached = self._functions.get(fn)
+        except TypeError:  # unhashable, e.g. a bound method of an unhashable object
+            return None, protocol.dump_function(fn)
+        if cached is None:
+            cached = (next(self._function_keys), protocol.dump_function(fn))
+            self._functions[fn] = cached
+        return cached
+
+    # -- results ----------------------------------------------------------
+    def _on_message(self, worker: Worker, message: Any) -> None:
+        if message is _CLOSED:
+            self._worker_died(worker)
+            return
+        kind, body = message
+        if kind != "done":
+            return
+        finished = []
+        now = time.perf_counter()
+        with self._lock:
+            for task_id, ok, data, remote_tb in body:
+                entry = worker.inflight.pop(task_id, None)
+                if entry is not None:
+                    finished.append((entry, ok, data, remote_tb))
+                    _adapt_window(worker, now - entry[2])
+            self._lock.notify()
+        for (task, graph, _), ok, data, remote_tb in finished:
+            if ok:
+                graph.finish(task.future, ok=True, payload=data)
+            else:
+                graph.finish(task.future, ok=False, error=_remote_error(data, remote_tb, worker))
+
+    def _worker_died(self, worker: Worker) -> None:
+        with self._lock:
+            if not worker.alive:
+                return
+            worker.alive = False
+            lost = list(worker.inflight.values())
+            worker.inflight.clear()
+            orphans = []
+            if not any(w.alive for w in self._workers):
+                orphans = list(self._queue)
+                self._queue.clear()
+            self._lock.notify()
+        if self._closed:
+            return
+        for task, graph, _ in lost:
+            name = getattr(task.fn, "__qualname__", repr(task.fn))
+            graph.finish(task.future, ok=False, error=WorkerDied(
+                f"worker {worker.label} died while running {name}()"))
+        for task, graph in orphans:
+            graph.finish(task.future, ok=False, error=WorkerDied("every pydron worker has died"))
+
+    def check_alive(self) -> None:
+        """Notice workers whose connection closed without telling us."""
+        for worker in self._workers:
+            if worker.alive and worker.channel.isclosed():
+                self._worker_died(worker)
+
+    # -- shutdown ---------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop every worker process; nothing is left running."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._lock.notify_all()
+        for worker in self._workers:
+            if worker.alive:
+                try:
+                    worker.channel.send(("stop", None))
+                except Exception:  # noqa: BLE001 - it is going away anyway
+                    pass
+        self._group.terminate(timeout=2.0)
+
+
+def _adapt_window(worker: Worker, seconds: float) -> None:
+    """Many tasks in flight when they are short, two when they are long."""
+    if seconds < 0.005:
+        worker.window = min(worker.window * 2, 128)
+    elif seconds > 0.02:
+        worker.window = 2
+
+
+def _input_bytes(graph: Any, future: Any) -> bytes:
+    data = future._pd_bytes
+    if data is None:
+        data = protocol.dump_value(graph.value_of(future))
+        object.__setattr__(future, "_pd_bytes", data)
+    return data
+
+
+def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseException:
+    try:
+        error = cloudpickle.loads(data)
+    except Exception as exc:  # noqa: BLE001
+        error = RemoteError(f"a task failed on worker {worker.label} and its exception "
+                            f"could not be unpickled here: {exc}")
+    if isinstance(error, tuple) and error and error[0] == "unpicklable":
+        error = RemoteError(f"{error[1]}: {error[2]}")
+    if not isinstance(error, BaseException):
+        error = RemoteError(repr(error))
+    if remote_tb:
+        error.add_note(f"Remote traceback (worker {worker.label}):\n{remote_tb.rstrip()}")
+    return error
+
+
+_pool: Pool | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> Pool:
+    """The process-wide pool, started on first use from the configuration."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._closed:
+            from pydron.config import worker_specs
+
+            _pool = Pool(worker_specs())
+        return _pool
+
+
+def shutdown() -> None:
+    """Stop the process-wide pool (a later use starts a new one)."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown()
+
+
+atexit.register(shutdown)

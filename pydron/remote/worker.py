@@ -1,0 +1,113 @@
+"""The worker loop, run inside each execnet gateway with ``remote_exec``.
+
+Self-contained (standard library plus cloudpickle) so that a remote machine
+needs nothing but a Python interpreter. See protocol.py for the messages.
+"""
+import io
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+
+# Results are flushed at the end of each batch, or sooner once this much time
+# has passed, so the master learns about long tasks promptly.
+FLUSH_SECONDS = 0.002
+
+
+class _InputsUnpickler(pickle.Unpickler):
+    def __init__(self, data, inputs, cache):
+        super().__init__(io.BytesIO(data))
+        self._inputs = inputs
+        self._cache = cache
+
+    def persistent_load(self, pid):
+        if pid not in self._cache:
+            self._cache[pid] = pickle.loads(self._inputs[pid])
+        return self._cache[pid]
+
+
+def _watch(channel, parent_pid):
+    """End this process as soon as the master is gone, even mid-task."""
+    while True:
+        time.sleep(0.2)
+        if channel.isclosed() or (parent_pid and os.getppid() != parent_pid):
+            os._exit(3)
+
+
+def _dumps(value):
+    import cloudpickle
+
+    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _error_payload(exc):
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        data = _dumps(exc)
+        pickle.loads(data)
+    except Exception:
+        data = _dumps(("unpicklable", type(exc).__module__ + "." + type(exc).__qualname__, str(exc)))
+    return data, text
+
+
+def _run(task, functions):
+    task_id, fn_key, fn_bytes, args_bytes, inputs = task
+    try:
+        if fn_bytes is not None:
+            fn = pickle.loads(fn_bytes)
+            if fn_key is not None:
+                functions[fn_key] = fn
+        else:
+            fn = functions[fn_key]
+        if inputs:
+            args, kwargs = _InputsUnpickler(args_bytes, inputs, {}).load()
+        else:
+            args, kwargs = pickle.loads(args_bytes)
+        value = fn(*args, **kwargs)
+        return (task_id, True, _dumps(value), None)
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the master
+        data, text = _error_payload(exc)
+        return (task_id, False, data, text)
+
+
+def serve(channel):
+    """Receive batches of tasks, run them in order, send their results back."""
+    kind, init = channel.receive()
+    assert kind == "init", kind
+    for path in reversed(init.get("sys_path", [])):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if init.get("chdir"):
+        os.chdir(init["chdir"])
+    watcher = threading.Thread(
+        target=_watch, args=(channel, init.get("parent_pid")), daemon=True, name="pydron-watch"
+    )
+    watcher.start()
+    import cloudpickle  # noqa: F401 - fail early, at start-up, if it is missing
+
+    channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid()}))
+    functions = {}
+    while True:
+        try:
+            kind, body = channel.receive()
+        except EOFError:
+            os._exit(0)
+        if kind == "stop":
+            return
+        results = []
+        flushed = time.perf_counter()
+        for task in body:
+            results.append(_run(task, functions))
+            now = time.perf_counter()
+            if now - flushed > FLUSH_SECONDS:
+                channel.send(("done", results))
+                results = []
+                flushed = now
+        if results:
+            channel.send(("done", results))
+
+
+if __name__ == "__channelexec__":
+    serve(channel)  # noqa: F821 - execnet provides ``channel``

@@ -1,0 +1,223 @@
+"""pydron's future: a value that a task or a deferred operation will produce.
+
+A future only ever lives inside a schedule function. Pure operations on it
+(arithmetic, comparisons, attribute and item reads) return new futures
+instead of waiting; operations that need the value (truth, iteration,
+hashing, formatting) wait for it, so glue code runs unmodified.
+"""
+from __future__ import annotations
+
+import operator
+import threading
+from typing import Any, Callable
+
+PENDING, DONE, FAILED = 0, 1, 2
+
+# One condition for every state change: results arrive on execnet's IO
+# threads, while the schedule function waits on its own thread.
+CONDITION = threading.Condition(threading.Lock())
+
+_MISSING = object()
+
+
+class Future:
+    """The not-yet-known result of a functional call or of a deferred operation."""
+
+    __slots__ = (
+        "_pd_graph", "_pd_seq", "_pd_state", "_pd_value", "_pd_bytes",
+        "_pd_error", "_pd_origin", "_pd_site", "_pd_dependents", "_pd_label",
+        "_pd_worker", "_pd_mutated_by", "__weakref__",
+    )
+    # numpy and friends: let our reflected operators run instead of coercing us.
+    __array_ufunc__ = None
+
+    def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
+        object.__setattr__(self, "_pd_graph", graph)
+        object.__setattr__(self, "_pd_seq", seq)
+        object.__setattr__(self, "_pd_state", PENDING)
+        object.__setattr__(self, "_pd_value", _MISSING)
+        object.__setattr__(self, "_pd_bytes", None)
+        object.__setattr__(self, "_pd_error", None)
+        # The future whose own failure this one carries (itself, or a dependency).
+        object.__setattr__(self, "_pd_origin", None)
+        object.__setattr__(self, "_pd_site", site)
+        object.__setattr__(self, "_pd_dependents", None)
+        object.__setattr__(self, "_pd_label", label)
+        object.__setattr__(self, "_pd_worker", None)
+        # Set when ``self += x`` mutated a copy of this value: later readers
+        # see that copy, as they would see the mutated object sequentially.
+        object.__setattr__(self, "_pd_mutated_by", None)
+
+    # -- the value ---------------------------------------------------------
+    def _pd_result(self) -> Any:
+        """Wait for the value; raise the failure that sequential order dictates."""
+        if self._pd_mutated_by is not None:
+            return latest(self)._pd_result()
+        if self._pd_state is PENDING:
+            self._pd_graph.wait_for(self)
+        if self._pd_state is FAILED:
+            self._pd_graph.raise_failure(self)
+        value = self._pd_value
+        if value is _MISSING:
+            value = self._pd_graph.load_value(self)
+        return value
+
+    def __repr__(self) -> str:
+        return repr(self._pd_result())
+
+    def __str__(self) -> str:
+        return str(self._pd_result())
+
+    def __format__(self, spec: str) -> str:
+        return format(self._pd_result(), spec)
+
+    def __bool__(self) -> bool:
+        return bool(self._pd_result())
+
+    def __len__(self) -> int:
+        return len(self._pd_result())
+
+    def __iter__(self):
+        return iter(self._pd_result())
+
+    def __reversed__(self):
+        return reversed(self._pd_result())
+
+    def __contains__(self, item: Any) -> bool:
+        from pydron.runtime.resolve import resolve_deep
+        return resolve_deep(item) in self._pd_result()
+
+    def __hash__(self) -> int:
+        return hash(self._pd_result())
+
+    def __int__(self) -> int:
+        return int(self._pd_result())
+
+    def __float__(self) -> float:
+        return float(self._pd_result())
+
+    def __complex__(self) -> complex:
+        return complex(self._pd_result())
+
+    def __index__(self) -> int:
+        return operator.index(self._pd_result())
+
+    def __bytes__(self) -> bytes:
+        return bytes(self._pd_result())
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from pydron.runtime.resolve import resolve_deep
+        return self._pd_result()(*resolve_deep(args), **resolve_deep(kwargs))
+
+    def __enter__(self):
+        return self._pd_result().__enter__()
+
+    def __exit__(self, *exc: Any):
+        return self._pd_result().__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            return getattr(self._pd_result(), name)
+        return _defer(getattr, self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        from pydron.runtime.resolve import resolve_deep
+        setattr(self._pd_result(), name, resolve_deep(value))
+
+    def __delattr__(self, name: str) -> None:
+        delattr(self._pd_result(), name)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        from pydron.runtime.resolve import resolve_deep
+        self._pd_result()[resolve_deep(key)] = resolve_deep(value)
+
+    def __delitem__(self, key: Any) -> None:
+        from pydron.runtime.resolve import resolve_deep
+        del self._pd_result()[resolve_deep(key)]
+
+    def __reduce__(self):
+        raise TypeError(
+            "a pydron future cannot be pickled outside a task's arguments; "
+            "it leaked out of its schedule function"
+        )
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo: Any):
+        return self
+
+
+def _defer(op: Callable[..., Any], *args: Any) -> Any:
+    """Apply a pure operation to futures, now if they are known, else later."""
+    for arg in args:
+        if type(arg) is Future:
+            return arg._pd_graph.defer(op, args)
+    return op(*args)
+
+
+def _binary(op: Callable[[Any, Any], Any]):
+    def forward(self, other):
+        return _defer(op, self, other)
+
+    def reflected(self, other):
+        return _defer(op, other, self)
+
+    return forward, reflected
+
+
+for _name, _op in [
+    ("add", operator.add), ("sub", operator.sub), ("mul", operator.mul),
+    ("truediv", operator.truediv), ("floordiv", operator.floordiv),
+    ("mod", operator.mod), ("pow", operator.pow), ("matmul", operator.matmul),
+    ("lshift", operator.lshift), ("rshift", operator.rshift),
+    ("and", operator.and_), ("or", operator.or_), ("xor", operator.xor),
+    ("divmod", divmod),
+]:
+    _fwd, _rev = _binary(_op)
+    setattr(Future, f"__{_name}__", _fwd)
+    setattr(Future, f"__r{_name}__", _rev)
+
+for _name, _op in [
+    ("lt", operator.lt), ("le", operator.le), ("eq", operator.eq),
+    ("ne", operator.ne), ("gt", operator.gt), ("ge", operator.ge),
+    ("getitem", operator.getitem),
+]:
+    setattr(Future, f"__{_name}__", _binary(_op)[0])
+
+for _name, _op in [
+    ("neg", operator.neg), ("pos", operator.pos), ("invert", operator.invert),
+    ("abs", abs), ("round", round), ("trunc", __import__("math").trunc),
+    ("floor", __import__("math").floor), ("ceil", __import__("math").ceil),
+]:
+    setattr(Future, f"__{_name}__", (lambda op: lambda self, *a: _defer(op, self, *a))(_op))
+
+# In-place operators on a future never mutate a value that earlier readers
+# may still need: the graph applies them to a copy (see Graph.defer_inplace).
+def _inplace(op: Callable[[Any, Any], Any]):
+    def method(self, other):
+        return self._pd_graph.defer_inplace(op, self, other)
+
+    return method
+
+
+for _name, _op in [
+    ("iadd", operator.iadd), ("isub", operator.isub), ("imul", operator.imul),
+    ("itruediv", operator.itruediv), ("ifloordiv", operator.ifloordiv),
+    ("imod", operator.imod), ("ipow", operator.ipow), ("imatmul", operator.imatmul),
+    ("ilshift", operator.ilshift), ("irshift", operator.irshift),
+    ("iand", operator.iand), ("ior", operator.ior), ("ixor", operator.ixor),
+]:
+    setattr(Future, f"__{_name}__", _inplace(_op))
+
+
+def latest(future: Future) -> Future:
+    """The future that holds ``future``'s value now, after in-place updates."""
+    while future._pd_mutated_by is not None:
+        future = future._pd_mutated_by
+    return future
+
+
+def is_future(obj: Any) -> bool:
+    """True if ``obj`` is a pydron future."""
+    return type(obj) is Future

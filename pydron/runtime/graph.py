@@ -1,0 +1,273 @@
+"""The task graph of one schedule run: issue order, dependencies, failures.
+
+Every functional call and every deferred operation gets a sequence number in
+the order the sequential run would have made it. That order decides which
+failure is raised when several calls fail, and sync points wait for every
+task issued before them.
+"""
+from __future__ import annotations
+
+import copy
+import pickle
+import sys
+import threading
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydron.runtime.future import CONDITION, DONE, FAILED, PENDING, Future, latest, _MISSING
+from pydron.runtime.resolve import find_futures, resolve_deep, substitute
+
+_PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
+_local = threading.local()
+
+
+def current_graph() -> "Graph | None":
+    """The graph of the schedule function running on this thread, if any."""
+    return getattr(_local, "graph", None)
+
+
+def set_current_graph(graph: "Graph | None") -> "Graph | None":
+    """Make ``graph`` current on this thread; return the previous one."""
+    previous = getattr(_local, "graph", None)
+    _local.graph = graph
+    return previous
+
+
+@dataclass(eq=False)
+class Task:
+    """One functional call: what to run, and the futures its arguments hold."""
+
+    future: Future
+    fn: Callable[..., Any]
+    args: tuple
+    kwargs: dict
+    inputs: list[Future] = field(default_factory=list)
+    slots: dict[int, int] = field(default_factory=dict)
+    waiting: int = 0
+
+    @classmethod
+    def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
+        """A task whose inputs are the newest versions of the futures in its arguments."""
+        task = cls(future, fn, args, kwargs)
+        for found in find_futures((args, kwargs)) if (args or kwargs) else ():
+            if id(found) in task.slots:
+                continue
+            newest = latest(found)
+            index = next((i for i, f in enumerate(task.inputs) if f is newest), None)
+            if index is None:
+                index = len(task.inputs)
+                task.inputs.append(newest)
+            task.slots[id(found)] = index
+        return task
+
+
+def user_site() -> tuple[types.FrameType, int, int] | None:
+    """The innermost frame outside pydron: where the user made the call."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return frame, frame.f_lasti, frame.f_lineno
+
+
+class Graph:
+    """Tasks of one top-level schedule call, shared by nested schedule calls."""
+
+    def __init__(self, pool_getter: Callable[[], Any]) -> None:
+        self._pool_getter = pool_getter
+        self._pool = None
+        self._seq = 0
+        self._outstanding: dict[int, Future] = {}  # futures hash by value: key by id
+        self._failures: list[Future] = []
+
+    # -- issuing ----------------------------------------------------------
+    def _next(self, site: Any, label: str) -> Future:
+        self._seq += 1
+        return Future(self, self._seq, site, label)
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            self._pool = self._pool_getter()
+        return self._pool
+
+    def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
+        """Issue a functional call; it runs on a worker once its inputs are known."""
+        future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
+        self._start(Task.make(future, fn, args, kwargs), self._dispatch_remote)
+        return future
+
+    def defer(self, op: Callable[..., Any], args: tuple) -> Any:
+        """Issue a pure operation on futures; it runs here once they are known."""
+        if all(latest(f)._pd_state is DONE for f in find_futures(args)):
+            return op(*resolve_deep(args))
+        future = self._next(None, getattr(op, "__name__", "operation"))
+        self._start(Task.make(future, op, args, {}), self._run_local)
+        return future
+
+    def defer_inplace(self, op: Callable[[Any, Any], Any], target: Future, other: Any) -> Future:
+        """``target op= other`` without mutating a value earlier readers still need."""
+        target = latest(target)
+
+        def apply(value: Any, operand: Any) -> Any:
+            if getattr(type(value), op.__name__.replace("i", "__i", 1) + "__", None) is not None:
+                value = copy.copy(value)
+            return op(value, operand)
+
+        apply.__name__ = op.__name__
+        result = self._next(None, op.__name__)
+        task = Task.make(result, apply, (target, other), {})
+        object.__setattr__(target, "_pd_mutated_by", result)
+        self._start(task, self._run_local)
+        return result
+
+    def _start(self, task: Task, run: Callable[[Task], None]) -> None:
+        future = task.future
+        object.__setattr__(future, "_pd_worker", run)
+        with CONDITION:
+            self._outstanding[id(future)] = future
+            failed = None
+            for dep in task.inputs:
+                if dep._pd_state is PENDING:
+                    task.waiting += 1
+                    if dep._pd_dependents is None:
+                        object.__setattr__(dep, "_pd_dependents", [task])
+                    else:
+                        dep._pd_dependents.append(task)
+                elif dep._pd_state is FAILED and failed is None:
+                    failed = dep
+            if failed is not None:
+                self._fail_locked(future, failed._pd_origin, None)
+                return
+            ready = task.waiting == 0
+        if ready:
+            run(task)
+
+    # -- running ----------------------------------------------------------
+    def _dispatch_remote(self, task: Task) -> None:
+        self.pool.submit(task, self)
+
+    def input_values(self, task: Task) -> dict[int, Any]:
+        """id(future as found in the arguments) -> value, for a ready task."""
+        values = [self.value_of(f) for f in task.inputs]
+        return {key: values[index] for key, index in task.slots.items()}
+
+    def value_of(self, future: Future) -> Any:
+        """The value of a finished future, without following in-place updates."""
+        value = future._pd_value
+        return self.load_value(future) if value is _MISSING else value
+
+    def _run_local(self, task: Task) -> None:
+        try:
+            args = substitute(task.args, self.input_values(task)) if task.slots else task.args
+            value = task.fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - any failure belongs to the task
+            self.finish(task.future, ok=False, error=exc)
+        else:
+            self.finish(task.future, ok=True, value=value)
+
+    def finish(self, future: Future, ok: bool, value: Any = _MISSING,
+               payload: bytes | None = None, error: BaseException | None = None) -> None:
+        """Record a task's outcome and start the tasks that were waiting for it."""
+        with CONDITION:
+            if future._pd_state is not PENDING:
+                return
+            if ok:
+                object.__setattr__(future, "_pd_value", value)
+                object.__setattr__(future, "_pd_bytes", payload)
+                object.__setattr__(future, "_pd_state", DONE)
+                self._outstanding.pop(id(future), None)
+                ready, failed_deps = self._release_locked(future, None)
+            else:
+                ready, failed_deps = self._fail_locked(future, future, error)
+            CONDITION.notify_all()
+        for task in ready:
+            task.future._pd_worker(task)
+
+    def _fail_locked(self, future: Future, origin: Future, error: BaseException | None):
+        object.__setattr__(future, "_pd_error", error)
+        object.__setattr__(future, "_pd_origin", origin)
+        object.__setattr__(future, "_pd_state", FAILED)
+        self._outstanding.pop(id(future), None)
+        if origin is future:
+            self._failures.append(future)
+        CONDITION.notify_all()
+        return self._release_locked(future, origin)
+
+    def _release_locked(self, future: Future, failed_origin: Future | None):
+        ready: list[Task] = []
+        dependents = future._pd_dependents
+        object.__setattr__(future, "_pd_dependents", None)
+        for task in dependents or ():
+            if task.future._pd_state is not PENDING:
+                continue
+            if failed_origin is not None:
+                more, _ = self._fail_locked(task.future, failed_origin, None)
+                ready.extend(more)
+                continue
+            task.waiting -= 1
+            if task.waiting == 0:
+                ready.append(task)
+        return ready, None
+
+    # -- waiting ----------------------------------------------------------
+    def wait_for(self, future: Future) -> None:
+        """Block until ``future`` is no longer pending, watching the workers."""
+        with CONDITION:
+            while future._pd_state is PENDING:
+                CONDITION.wait(0.5)
+                if future._pd_state is PENDING:
+                    self._check_liveness_locked()
+
+    def _check_liveness_locked(self) -> None:
+        pool = self._pool
+        if pool is not None:
+            CONDITION.release()
+            try:
+                pool.check_alive()
+            finally:
+                CONDITION.acquire()
+
+    def sync(self) -> None:
+        """A sync point: every issued task has finished; raise the earliest failure."""
+        if self._outstanding:
+            with CONDITION:
+                while self._outstanding:
+                    CONDITION.wait(0.5)
+                    if self._outstanding:
+                        self._check_liveness_locked()
+        if self._failures:
+            self._raise_earliest()
+
+    def raise_failure(self, future: Future) -> None:
+        """``future`` failed: raise what the sequential run would have raised here."""
+        self.sync()
+        self._raise(future._pd_origin)
+
+    def _raise_earliest(self) -> None:
+        earliest = min(self._failures, key=lambda f: f._pd_seq)
+        self._failures = [f for f in self._failures if f is not earliest]
+        self._raise(earliest)
+
+    def _raise(self, origin: Future) -> None:
+        error = origin._pd_error
+        site = origin._pd_site
+        if site is not None:
+            frame, lasti, lineno = site
+            tb = types.TracebackType(None, frame, lasti, lineno)
+            raise error.with_traceback(tb)
+        raise error
+
+    def pending_failures(self) -> bool:
+        """True if a failed task has not been raised yet."""
+        return bool(self._failures)
+
+    def load_value(self, future: Future) -> Any:
+        """The value of a finished remote task, unpickled on first use."""
+        value = pickle.loads(future._pd_bytes)
+        object.__setattr__(future, "_pd_value", value)
+        return value
+
+

@@ -1,0 +1,119 @@
+"""Finding and resolving futures inside values.
+
+Futures only travel in the containers that a schedule function builds itself
+(tuples, lists, dicts, sets): everything else that leaves the function is
+resolved first. So a deep walk of those built-in containers finds them all.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydron.runtime.future import Future, latest
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def find_futures(obj: Any) -> list[Future]:
+    """Every future reachable from ``obj`` through built-in containers, as found."""
+    found: list[Future] = []
+    _find(obj, found, set())
+    return found
+
+
+def _find(obj: Any, found: list[Future], seen: set[int]) -> None:
+    kind = type(obj)
+    if kind is Future:
+        found.append(obj)
+        return
+    if kind not in _CONTAINERS or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if kind is dict:
+        for key, value in obj.items():
+            _find(key, found, seen)
+            _find(value, found, seen)
+    else:
+        for item in obj:
+            _find(item, found, seen)
+
+
+def contains_future(obj: Any) -> bool:
+    """True if a future is reachable from ``obj`` (cheap for non-containers)."""
+    kind = type(obj)
+    if kind is Future:
+        return True
+    if kind not in _CONTAINERS:
+        return False
+    return bool(find_futures(obj))
+
+
+def resolve_deep(obj: Any) -> Any:
+    """``obj`` with every future replaced by its value, waiting as needed.
+
+    Lists, dicts and sets are updated in place, so that an object the user
+    holds keeps its identity; tuples and frozensets are rebuilt.
+    """
+    kind = type(obj)
+    if kind is Future:
+        return obj._pd_result()
+    if kind not in _CONTAINERS:
+        return obj
+    return _resolve(obj, {})
+
+
+def _resolve(obj: Any, memo: dict[int, Any]) -> Any:
+    kind = type(obj)
+    if kind is Future:
+        return _resolve(obj._pd_result(), memo)
+    if kind not in _CONTAINERS:
+        return obj
+    key = id(obj)
+    if key in memo:
+        return memo[key]
+    if kind is list:
+        memo[key] = obj
+        for index, item in enumerate(obj):
+            if type(item) in _CONTAINERS or type(item) is Future:
+                new = _resolve(item, memo)
+                if new is not item:
+                    obj[index] = new
+        return obj
+    if kind is dict:
+        memo[key] = obj
+        items = list(obj.items())
+        resolved = [(_resolve(k, memo), _resolve(v, memo)) for k, v in items]
+        if any(k1 is not k2 or v1 is not v2 for (k1, v1), (k2, v2) in zip(items, resolved)):
+            obj.clear()
+            obj.update(resolved)
+        return obj
+    if kind is set:
+        memo[key] = obj
+        items = list(obj)
+        resolved = [_resolve(item, memo) for item in items]
+        if any(a is not b for a, b in zip(items, resolved)):
+            obj.clear()
+            obj.update(resolved)
+        return obj
+    items = [_resolve(item, memo) for item in obj]
+    if all(a is b for a, b in zip(obj, items)):
+        result = obj
+    else:
+        result = kind(items)
+    memo[key] = result
+    return result
+
+
+def substitute(obj: Any, values: dict[int, Any]) -> Any:
+    """A copy of ``obj`` with each future replaced by ``values[id(future)]``.
+
+    Used for task inputs, which must see the versions of the futures that
+    were current when the task was issued, not later in-place updates.
+    """
+    kind = type(obj)
+    if kind is Future:
+        return values[id(obj)]
+    if kind not in _CONTAINERS:
+        return obj
+    if kind is dict:
+        return {substitute(k, values): substitute(v, values) for k, v in obj.items()}
+    return kind(substitute(item, values) for item in obj)
