@@ -6,17 +6,10 @@ Decorate the pipeline with ``@pydron.schedule`` and its pure helpers with
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import functional
 from pydron.remote.pool import shutdown
+from pydron.scheduling import schedule
 
 __all__ = [
     "schedule", "functional", "shutdown",
     "ConfigError", "PydronError", "RemoteError", "WorkerDied",
 ]
 
-
-def __getattr__(name):
-    # The tracer imports bytecode; load it only when a schedule is defined.
-    if name == "schedule":
-        from pydron.schedule import schedule
-
-        return schedule
-    raise AttributeError(f"module 'pydron' has no attribute {name!r}")

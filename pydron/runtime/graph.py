@@ -81,6 +81,7 @@ class Graph:
         self._seq = 0
         self._outstanding: dict[int, Future] = {}  # futures hash by value: key by id
         self._failures: list[Future] = []
+        self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
 
     # -- issuing ----------------------------------------------------------
     def _next(self, site: Any, label: str) -> Future:
@@ -251,8 +252,25 @@ class Graph:
         self._failures = [f for f in self._failures if f is not earliest]
         self._raise(earliest)
 
+    def settle(self, error: BaseException) -> None:
+        """``error`` is leaving the schedule function: raise instead an earlier failed call's."""
+        if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            return
+        try:
+            self.sync()
+        except BaseException as earlier:  # noqa: BLE001
+            if earlier is error:
+                return
+            mine = self._raised.get(id(error))
+            theirs = self._raised.get(id(earlier), 0)
+            if mine is not None and mine < theirs:
+                return
+            earlier.__context__ = None
+            raise
+
     def _raise(self, origin: Future) -> None:
         error = origin._pd_error
+        self._raised[id(error)] = origin._pd_seq
         site = origin._pd_site
         if site is not None:
             frame, lasti, lineno = site

@@ -1,0 +1,125 @@
+"""``@schedule``: run a function's functional calls in parallel, with sequential semantics."""
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from typing import Any, Callable, TypeVar
+
+from pydron.remote.pool import get_pool
+from pydron.runtime.graph import Graph, current_graph, set_current_graph
+from pydron.runtime.resolve import resolve_deep
+from pydron.runtime.syncpoints import SCHEDULE_MARK
+from pydron.tracer.rewrite import rewrite_code
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PYDRON_DIR = __file__.rsplit("/", 1)[0]
+
+
+def schedule(fn: F) -> F:
+    """Decorate a pipeline function: its ``@functional`` calls become parallel tasks."""
+    if isinstance(fn, (staticmethod, classmethod)):
+        return type(fn)(schedule(fn.__func__))
+    if not isinstance(fn, types.FunctionType):
+        raise TypeError(f"@pydron.schedule needs a function, got {type(fn).__name__}")
+    where = f"{fn.__code__.co_filename}, line {fn.__code__.co_firstlineno}"
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        raise TypeError(f"@pydron.schedule does not support async functions: "
+                        f"{fn.__qualname__} ({where})")
+    rewritten = types.FunctionType(
+        rewrite_code(fn.__code__), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+    )
+    rewritten.__kwdefaults__ = fn.__kwdefaults__
+    rewritten.__qualname__ = fn.__qualname__
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+            return (yield from _run_generator(rewritten, args, kwargs))
+
+        wrapper = generator_wrapper
+    else:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return _run(rewritten, args, kwargs)
+
+    setattr(wrapper, SCHEDULE_MARK, rewritten)
+    return wrapper  # type: ignore[return-value]
+
+
+def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """One top-level schedule call: a fresh graph, then a full sync and resolve."""
+    graph = Graph(get_pool)
+    previous = set_current_graph(graph)
+    try:
+        result = rewritten(*args, **kwargs)
+        graph.sync()
+        return resolve_deep(result)
+    except BaseException as exc:
+        error = exc
+    finally:
+        set_current_graph(previous)
+    raise _settle(graph, error)
+
+
+def _run_generator(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+    """A schedule generator: each step runs in the graph; each yield hands out a resolved value."""
+    graph = Graph(get_pool)
+    previous = set_current_graph(graph)
+    try:
+        gen = rewritten(*args, **kwargs)
+    finally:
+        set_current_graph(previous)
+    to_send: Any = None
+    to_throw: BaseException | None = None
+    while True:
+        previous = set_current_graph(graph)
+        try:
+            if to_throw is not None:
+                value = gen.throw(to_throw)
+            else:
+                value = gen.send(to_send)
+            graph.sync()
+            value = resolve_deep(value)
+        except StopIteration as stop:
+            set_current_graph(previous)
+            try:
+                graph.sync()
+            except BaseException as exc:  # noqa: BLE001
+                raise _settle(graph, exc) from None
+            return resolve_deep(stop.value)
+        except BaseException as exc:
+            set_current_graph(previous)
+            raise _settle(graph, exc) from None
+        set_current_graph(previous)
+        to_send, to_throw = None, None
+        try:
+            to_send = yield value
+        except BaseException as exc:  # noqa: BLE001 - thrown into the generator
+            to_throw = exc
+
+
+def _settle(graph: Graph, error: BaseException) -> BaseException:
+    """The exception the sequential run would have raised: an earlier failed call wins."""
+    try:
+        graph.settle(error)
+    except BaseException as earlier:  # noqa: BLE001
+        error = earlier
+    error.__traceback__ = _user_frames(error.__traceback__)
+    return error
+
+
+def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback without pydron's own frames."""
+    entries = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PYDRON_DIR):
+            entries.append(tb)
+        tb = tb.tb_next
+    result = None
+    for entry in reversed(entries):
+        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return result
+
+
+__all__ = ["schedule", "current_graph"]

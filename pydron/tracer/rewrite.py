@@ -1,0 +1,304 @@
+"""The rewrite of a schedule function's bytecode.
+
+Calls go through ``route`` (inserted where the callable is produced, so the
+interpreter's own call instruction stays as it was); attribute and item
+stores, in-place operators, ``is`` and stores that publish a value go through
+the helpers of ``pydron.runtime.syncpoints``. Inside try and with blocks,
+calls use ``route_protected``, and entering such a block is a sync point.
+Everything that depends on the CPython version is in ``versions``.
+"""
+from __future__ import annotations
+
+import inspect
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
+
+from pydron.runtime import syncpoints as sp
+from pydron.tracer.stack import Flow, StackError, simulate
+from pydron.tracer.versions import Spec311, current_spec
+
+COMPREHENSIONS = ("<listcomp>", "<setcomp>", "<dictcomp>")
+NAMED_LOADS = ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF", "LOAD_FAST", "LOAD_ATTR",
+               "LOAD_METHOD", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF",
+               "LOAD_FROM_DICT_OR_GLOBALS", "LOAD_FAST_CHECK")
+
+
+class RewriteError(Exception):
+    """The tracer could not rewrite a function; the message names file and line."""
+
+
+@dataclass
+class Plan:
+    """What the analysis decided for one code object (also what ``explain`` reports)."""
+
+    routed_calls: dict[int, bool] = field(default_factory=dict)  # call item -> protected
+    native_calls: list[int] = field(default_factory=list)
+    protected: set[int] = field(default_factory=set)
+    wraps: dict[tuple, bool] = field(default_factory=dict)  # producer -> protected
+    syncs_before: set[int] = field(default_factory=set)
+
+
+def code_kind(code: types.CodeType) -> str | None:
+    """How to treat a code object: schedule body, function, comprehension, generator, or not at all."""
+    if code.co_flags & (inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE):
+        return None
+    if not code.co_flags & inspect.CO_OPTIMIZED:
+        return None  # class bodies and module code
+    if code.co_name in COMPREHENSIONS:
+        return "comprehension"
+    if code.co_flags & inspect.CO_GENERATOR:
+        return "generator"
+    return "function"
+
+
+def rewrite_code(code: types.CodeType) -> types.CodeType:
+    """The rewritten copy of ``code`` (and of the functions defined inside it)."""
+    spec = current_spec()
+    try:
+        bc = Bytecode.from_code(code, conserve_exception_block_stackdepth=True)
+        items = list(bc)
+        flow = simulate(items, spec)
+    except StackError as exc:
+        raise RewriteError(
+            f"{code.co_filename}, line {code.co_firstlineno}: cannot analyse "
+            f"{code.co_qualname}: {exc}") from None
+    plan = analyse(items, flow, spec)
+    new_items = _emit(items, plan, spec, code_kind(code) == "generator")
+    bc.clear()
+    bc.extend(new_items)
+    try:
+        new_code = bc.to_code()
+    except Exception as exc:  # noqa: BLE001 - reported with the function's location
+        raise RewriteError(
+            f"{code.co_filename}, line {code.co_firstlineno}: cannot rewrite "
+            f"{code.co_qualname}: {type(exc).__name__}: {exc}") from None
+    sp.register_inline(new_code)
+    return new_code
+
+
+# -- analysis --------------------------------------------------------------------
+def protected_items(items: list[Any]) -> set[int]:
+    """Indexes of instructions inside a try or with block (directly or via cleanup handlers)."""
+    labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
+    cover: dict[int, TryBegin] = {}
+    current = None
+    for index, item in enumerate(items):
+        if isinstance(item, TryBegin):
+            current = item
+        elif isinstance(item, TryEnd):
+            current = None
+        elif isinstance(item, Instr):
+            cover[index] = current
+
+    def first_instr(index: int) -> int | None:
+        for j in range(index, len(items)):
+            if isinstance(items[j], Instr):
+                return j
+        return None
+
+    memo: dict[int, bool] = {}
+
+    def protected(index: int, depth: int = 0) -> bool:
+        if index in memo:
+            return memo[index]
+        block = cover.get(index)
+        result = False
+        if block is not None and depth < 50:
+            handler = first_instr(labels[id(block.target)])
+            if handler is not None:
+                if items[handler].name == "PUSH_EXC_INFO":
+                    result = True
+                else:
+                    result = protected(handler, depth + 1)
+        memo[index] = result
+        return result
+
+    return {index for index in cover if protected(index)}
+
+
+def analyse(items: list[Any], flow: Flow, spec: Spec311) -> Plan:
+    """Decide which calls to route and where their callables are produced."""
+    plan = Plan(protected=protected_items(items))
+
+    def is_null(producer: tuple) -> bool:
+        if producer[0] == "handler":
+            return False
+        instr = items[producer[0]]
+        if producer[1] in spec.null_outputs(instr):
+            return True
+        return spec.is_method_load(instr) and producer[1] == spec.method_null_output()
+
+    calls: dict[int, tuple] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Instr) or item.name not in spec.call_names or index not in flow.before:
+            continue
+        null_depth, callable_depth = spec.call_slots(item)
+        stack = flow.before[index]
+        if len(stack) < max(null_depth, callable_depth):
+            continue
+        null_slot = stack[-null_depth]
+        if null_slot and all(is_null(p) for p in null_slot):
+            calls[index] = stack[-callable_depth]
+        else:
+            plan.native_calls.append(index)
+
+    def callable_depth(index: int) -> int:
+        return spec.call_slots(items[index])[1]
+
+    while True:
+        wraps: dict[tuple, bool] = {}
+        for index, slot in calls.items():
+            for producer in slot:
+                wraps[producer] = wraps.get(producer, False) or index in plan.protected
+        bad: set[int] = set()
+        for producer in wraps:
+            fed = {ci for ci, depth in flow.consumers.get(producer, ())}
+            ok = _producer_ok(items, producer, spec, plan) and all(
+                ci in calls and depth == callable_depth(ci)
+                for ci, depth in flow.consumers.get(producer, ())
+            )
+            if not ok:
+                bad |= fed & set(calls)
+        if not bad:
+            break
+        for index in bad:
+            del calls[index]
+            plan.native_calls.append(index)
+    plan.wraps = wraps
+    plan.routed_calls = {index: index in plan.protected for index in calls}
+    return plan
+
+
+def _producer_ok(items: list[Any], producer: tuple, spec: Spec311, plan: Plan) -> bool:
+    if producer[0] == "handler":
+        return False
+    index, output = producer
+    instr = items[index]
+    if instr.name in NAMED_LOADS:
+        name = instr.arg[-1] if isinstance(instr.arg, tuple) else instr.arg
+        if isinstance(name, str) and name in sp.FRAME_SENSITIVE:
+            plan.syncs_before.add(index)
+            return False
+    if instr.name == "LOAD_SUPER_ATTR":
+        return False
+    if spec.is_method_load(instr):
+        return output != spec.method_null_output()
+    if instr.name == "LOAD_GLOBAL" and instr.arg[0]:
+        return output == spec.callable_output_of_global()
+    if instr.name == "LOAD_FAST_LOAD_FAST":
+        return True
+    pops, pushes = spec.effect(instr, False)
+    return output == pushes - 1
+
+
+# -- emitting --------------------------------------------------------------------
+def _helper_on_top(helper: Any, spec: Spec311, location: Any) -> list[Instr]:
+    """Replace the value on top of the stack by ``helper(value)``."""
+    return [Instr("LOAD_CONST", helper, location=location),
+            Instr("SWAP", 2, location=location), *spec.call(1, location)]
+
+
+def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
+    return [Instr("LOAD_CONST", None, location=location),
+            *_helper_on_top(sp.sync, spec, location),
+            Instr("POP_TOP", location=location)]
+
+
+def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[Any]:
+    out: list[Any] = []
+    wrapped_outputs: dict[int, dict[int, bool]] = {}
+    for (index, output), protected in plan.wraps.items():
+        wrapped_outputs.setdefault(index, {})[output] = protected
+    last_protected = False
+    for index, item in enumerate(items):
+        if isinstance(item, TryBegin):
+            covered = _first_instr_after(items, index)
+            if covered in plan.protected and not last_protected:
+                location = items[covered].location
+                out.extend(_sync_statement(spec, location))
+            out.append(item)
+            continue
+        if not isinstance(item, Instr):
+            out.append(item)
+            continue
+        last_protected = index in plan.protected
+        location = item.location
+        if index in plan.syncs_before or item.name == "BEFORE_WITH":
+            out.extend(_sync_statement(spec, location))
+        outputs = wrapped_outputs.get(index)
+        if outputs:
+            protected = any(outputs.values())
+            route = sp.route_protected if protected else sp.route
+            wrap = _helper_on_top(route, spec, location)
+            if spec.is_method_load(item):
+                out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
+            elif item.name == "LOAD_GLOBAL" and item.arg[0]:
+                out.extend(spec.load_callable_then_null(spec.plain_global(item), wrap))
+            elif item.name == "LOAD_FAST_LOAD_FAST":
+                first, second = item.arg
+                out.append(Instr("LOAD_FAST", first, location=location))
+                if 0 in outputs:
+                    out.extend(wrap)
+                out.append(Instr("LOAD_FAST", second, location=location))
+                if 1 in outputs:
+                    out.extend(wrap)
+            else:
+                out.append(_nested(item))
+                out.extend(wrap)
+            continue
+        out.extend(_statement(item, spec, generator))
+    return out
+
+
+def _first_instr_after(items: list[Any], index: int) -> int | None:
+    for j in range(index + 1, len(items)):
+        if isinstance(items[j], Instr):
+            return j
+    return None
+
+
+def _nested(item: Instr) -> Instr:
+    """Functions, lambdas and comprehensions defined inside are rewritten too."""
+    if item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
+        return Instr("LOAD_CONST", rewrite_code(item.arg), location=item.location)
+    return item
+
+
+def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
+    name, location = item.name, item.location
+
+    def call_helper(helper: Any, arrange: list[Instr], nargs: int, keep: bool) -> list[Instr]:
+        seq = [Instr("LOAD_CONST", helper, location=location), *arrange, *spec.call(nargs, location)]
+        if not keep:
+            seq.append(Instr("POP_TOP", location=location))
+        return seq
+
+    def swaps(*ns: int) -> list[Instr]:
+        return [Instr("SWAP", n, location=location) for n in ns]
+
+    if name == "STORE_ATTR":
+        return [Instr("LOAD_CONST", item.arg, location=location),
+                *call_helper(sp.store_attr, swaps(4), 3, keep=False)]
+    if name == "STORE_SUBSCR":
+        return call_helper(sp.store_subscr, swaps(4), 3, keep=False)
+    if name == "STORE_SLICE":
+        return call_helper(sp.store_slice, swaps(5), 4, keep=False)
+    if name == "DELETE_ATTR":
+        return [Instr("LOAD_CONST", item.arg, location=location),
+                *call_helper(sp.delete_attr, swaps(3, 2), 2, keep=False)]
+    if name == "DELETE_SUBSCR":
+        return call_helper(sp.delete_subscr, swaps(3, 2), 2, keep=False)
+    if spec.is_inplace(item):
+        return call_helper(sp.INPLACE[int(item.arg)], swaps(3, 2), 2, keep=True)
+    if name == "IS_OP":
+        return call_helper(sp.is_not if item.arg else sp.is_, swaps(3, 2), 2, keep=True)
+    if name == "STORE_GLOBAL":
+        return [*_helper_on_top(sp.publish, spec, location), item]
+    if name == "STORE_DEREF":
+        return [*_helper_on_top(sp.resolve, spec, location), item]
+    if name == "YIELD_VALUE" and generator:
+        return [*_helper_on_top(sp.resolve, spec, location), item]
+    return [_nested(item)]

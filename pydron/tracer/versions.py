@@ -1,0 +1,192 @@
+"""Everything that differs between CPython 3.11, 3.12 and 3.13 bytecode.
+
+One ``Spec`` per version: stack effects that the ``bytecode`` package models
+in its own way, where each call instruction keeps its callable and NULL
+slots, and how to emit a helper call. Nothing version-specific lives
+anywhere else in the tracer.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from bytecode import Instr
+
+# Depths count from the top of the stack: 1 is the top.
+
+
+class Spec311:
+    """CPython 3.11: PRECALL before CALL, LOAD_METHOD, layout [NULL|meth, callable|self, args]."""
+
+    method_loads = ("LOAD_METHOD",)
+    call_names = ("CALL", "CALL_FUNCTION_EX")
+    null_first = True  # NULL below the callable
+
+    # -- stack effects ----------------------------------------------------
+    def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
+        """(values popped, values pushed) by ``instr``."""
+        name = instr.name
+        if name == "PRECALL":
+            return 0, 0
+        if name == "CALL":
+            return instr.arg + 2, 1
+        special = self._special(instr)
+        if special is not None:
+            return special
+        pre, post = instr.pre_and_post_stack_effect(jump)
+        if pre <= 0:
+            return -pre, post
+        return 0, pre + post
+
+    def _special(self, instr: Instr) -> tuple[int, int] | None:
+        name = instr.name
+        if name in self.method_loads:
+            return 1, 2
+        if name == "LOAD_GLOBAL":
+            return 0, 2 if instr.arg[0] else 1
+        if name in ("BEFORE_WITH", "BEFORE_ASYNC_WITH", "PUSH_EXC_INFO"):
+            return 1, 2
+        if name == "CHECK_EXC_MATCH":
+            return 2, 2
+        if name == "COPY":
+            return instr.arg, instr.arg + 1
+        if name == "SWAP":
+            return instr.arg, instr.arg
+        return None
+
+    # -- calls --------------------------------------------------------------
+    def call_slots(self, instr: Instr) -> tuple[int, int] | None:
+        """(depth of the NULL slot, depth of the callable slot) before a call."""
+        if instr.name == "CALL":
+            return instr.arg + 2, instr.arg + 1
+        if instr.name == "CALL_FUNCTION_EX":
+            extra = instr.arg & 1
+            return 3 + extra, 2 + extra
+        return None
+
+    def null_outputs(self, instr: Instr) -> tuple[int, ...]:
+        """Indexes of ``instr``'s outputs that are always NULL."""
+        if instr.name == "PUSH_NULL":
+            return (0,)
+        if instr.name == "LOAD_GLOBAL" and instr.arg[0]:
+            return (0,)
+        return ()
+
+    def is_method_load(self, instr: Instr) -> bool:
+        return instr.name in self.method_loads
+
+    def method_null_output(self) -> int:
+        """Which output of a method load is the NULL once it is made plain."""
+        return 0
+
+    def callable_output_of_global(self) -> int:
+        return 1
+
+    # -- emitting -------------------------------------------------------------
+    def call(self, nargs: int, location: Any) -> list[Instr]:
+        """Call in method form: the stack holds [helper, first, *rest] (nargs = 1 + rest)."""
+        return [Instr("PRECALL", nargs - 1, location=location),
+                Instr("CALL", nargs - 1, location=location)]
+
+    def plain_attr(self, instr: Instr) -> Instr:
+        return Instr("LOAD_ATTR", instr.arg, location=instr.location)
+
+    def plain_global(self, instr: Instr) -> Instr:
+        return Instr("LOAD_GLOBAL", (False, instr.arg[1]), location=instr.location)
+
+    def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
+        """Replace a NULL-pushing load of a callable by: NULL, wrapped callable."""
+        location = load.location
+        return [Instr("PUSH_NULL", location=location), load, *wrap]
+
+    def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
+        """Replace a method load by a bound-attribute load, wrapped, in call layout."""
+        location = load.location
+        return [load, *wrap, Instr("PUSH_NULL", location=location), Instr("SWAP", 2, location=location)]
+
+    def is_inplace(self, instr: Instr) -> bool:
+        return instr.name == "BINARY_OP" and int(instr.arg) >= 13
+
+
+class Spec312(Spec311):
+    """CPython 3.12: LOAD_ATTR carries the method bit, no PRECALL, LOAD_SUPER_ATTR."""
+
+    method_loads = ()
+
+    def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
+        if instr.name == "CALL":
+            return instr.arg + 2, 1
+        if instr.name == "LOAD_ATTR":
+            return (1, 2) if instr.arg[0] else (1, 1)
+        if instr.name == "LOAD_SUPER_ATTR":
+            return (3, 2) if instr.arg[0] else (3, 1)
+        return Spec311.effect(self, instr, jump)
+
+    def is_method_load(self, instr: Instr) -> bool:
+        return instr.name == "LOAD_ATTR" and bool(instr.arg[0])
+
+    def plain_attr(self, instr: Instr) -> Instr:
+        return Instr("LOAD_ATTR", (False, instr.arg[1]), location=instr.location)
+
+    def call(self, nargs: int, location: Any) -> list[Instr]:
+        return [Instr("CALL", nargs - 1, location=location)]
+
+
+class Spec313(Spec312):
+    """CPython 3.13: layout [callable, self|NULL, args], CALL_KW, superinstructions."""
+
+    call_names = ("CALL", "CALL_KW", "CALL_FUNCTION_EX")
+    null_first = False
+
+    def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
+        name = instr.name
+        if name == "CALL_KW":
+            return instr.arg + 3, 1
+        if name == "LOAD_FAST_LOAD_FAST":
+            return 0, 2
+        if name == "STORE_FAST_STORE_FAST":
+            return 2, 0
+        if name == "STORE_FAST_LOAD_FAST":
+            return 1, 1
+        return Spec312.effect(self, instr, jump)
+
+    def call_slots(self, instr: Instr) -> tuple[int, int] | None:
+        if instr.name == "CALL":
+            return instr.arg + 1, instr.arg + 2
+        if instr.name == "CALL_KW":
+            return instr.arg + 2, instr.arg + 3
+        if instr.name == "CALL_FUNCTION_EX":
+            extra = instr.arg & 1
+            return 2 + extra, 3 + extra
+        return None
+
+    def null_outputs(self, instr: Instr) -> tuple[int, ...]:
+        if instr.name == "PUSH_NULL":
+            return (0,)
+        if instr.name == "LOAD_GLOBAL" and instr.arg[0]:
+            return (1,)
+        return ()
+
+    def method_null_output(self) -> int:
+        return 1
+
+    def callable_output_of_global(self) -> int:
+        return 0
+
+    def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
+        return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
+
+    def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
+        return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
+
+
+def current_spec() -> Spec311:
+    """The spec of the running interpreter."""
+    version = sys.version_info[:2]
+    if version == (3, 11):
+        return Spec311()
+    if version == (3, 12):
+        return Spec312()
+    if version == (3, 13):
+        return Spec313()
+    raise RuntimeError(f"pydron supports CPython 3.11 to 3.13, not {sys.version.split()[0]}")
