@@ -7,7 +7,7 @@ import types
 from typing import Any, Callable, TypeVar
 
 from pydron.remote.pool import get_pool
-from pydron.runtime.graph import Graph, current_graph, set_current_graph
+from pydron.runtime.graph import Graph, _inline_codes, current_graph, set_current_graph
 from pydron.runtime.resolve import resolve_deep
 from pydron.runtime.syncpoints import SCHEDULE_MARK
 from pydron.tracer.rewrite import rewrite_code
@@ -105,15 +105,25 @@ def _settle(graph: Graph, error: BaseException) -> BaseException:
         graph.settle(error)
     except BaseException as earlier:  # noqa: BLE001
         error = earlier
-    error.__traceback__ = _user_frames(error.__traceback__)
+    error.__traceback__ = _user_frames(error.__traceback__, graph.synthesized_traceback(error))
     return error
 
 
-def _user_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
-    """The traceback without pydron's own frames."""
+def _user_frames(tb: types.TracebackType | None,
+                 call_site: types.TracebackType | None) -> types.TracebackType | None:
+    """The traceback without pydron's own frames.
+
+    A failed call noticed later carries, innermost, the frames of its call
+    site; the frames of the schedule function where the failure was noticed
+    are dropped, so the traceback is the one the sequential run shows.
+    """
     entries = []
+    in_call_site = False
     while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_PYDRON_DIR):
+        in_call_site = in_call_site or tb is call_site
+        code = tb.tb_frame.f_code
+        if not code.co_filename.startswith(_PYDRON_DIR) and (
+                in_call_site or call_site is None or id(code) not in _inline_codes):
             entries.append(tb)
         tb = tb.tb_next
     result = None

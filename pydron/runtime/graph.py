@@ -62,14 +62,28 @@ class Task:
         return task
 
 
-def user_site() -> tuple[types.FrameType, int, int] | None:
-    """The innermost frame outside pydron: where the user made the call."""
+_inline_codes: set[int] = set()  # ids of rewritten code objects (see syncpoints)
+
+
+def user_site() -> tuple | None:
+    """Where the user made the call: the user's frames inside the schedule, innermost last.
+
+    Each entry is (frame, lasti, lineno) as at the time of the call, so that a
+    failure noticed later gets the traceback the sequential run would show.
+    """
     frame = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
         frame = frame.f_back
-    if frame is None:
-        return None
-    return frame, frame.f_lasti, frame.f_lineno
+    chain = []
+    while frame is not None:
+        chain.append((frame, frame.f_lasti, frame.f_lineno))
+        if id(frame.f_code) not in _inline_codes:
+            break
+        frame = frame.f_back
+        while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
+            frame = frame.f_back
+    chain.reverse()
+    return tuple(chain) if chain else None
 
 
 class Graph:
@@ -82,6 +96,7 @@ class Graph:
         self._outstanding: dict[int, Future] = {}  # futures hash by value: key by id
         self._failures: list[Future] = []
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
+        self._raised_tb: dict[int, types.TracebackType] = {}
 
     # -- issuing ----------------------------------------------------------
     def _next(self, site: Any, label: str) -> Future:
@@ -104,7 +119,7 @@ class Graph:
         """Issue a pure operation on futures; it runs here once they are known."""
         if all(latest(f)._pd_state is DONE for f in find_futures(args)):
             return op(*resolve_deep(args))
-        future = self._next(None, getattr(op, "__name__", "operation"))
+        future = self._next(user_site(), getattr(op, "__name__", "operation"))
         self._start(Task.make(future, op, args, {}), self._run_local)
         return future
 
@@ -118,7 +133,7 @@ class Graph:
             return op(value, operand)
 
         apply.__name__ = op.__name__
-        result = self._next(None, op.__name__)
+        result = self._next(user_site(), op.__name__)
         task = Task.make(result, apply, (target, other), {})
         object.__setattr__(target, "_pd_mutated_by", result)
         self._start(task, self._run_local)
@@ -273,10 +288,16 @@ class Graph:
         self._raised[id(error)] = origin._pd_seq
         site = origin._pd_site
         if site is not None:
-            frame, lasti, lineno = site
-            tb = types.TracebackType(None, frame, lasti, lineno)
+            tb = None
+            for frame, lasti, lineno in reversed(site):
+                tb = types.TracebackType(tb, frame, lasti, lineno)
+            self._raised_tb[id(error)] = tb
             raise error.with_traceback(tb)
         raise error
+
+    def synthesized_traceback(self, error: BaseException) -> types.TracebackType | None:
+        """The call-site traceback given to ``error`` when it was raised late, if so."""
+        return self._raised_tb.get(id(error))
 
     def pending_failures(self) -> bool:
         """True if a failed task has not been raised yet."""

@@ -19,12 +19,12 @@ from typing import Any, Callable
 from pydron.functional import MARK
 from pydron.runtime.future import Future
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
+from pydron.runtime.graph import _inline_codes
 from pydron.runtime.resolve import contains_future, resolve_deep
 
 SCHEDULE_MARK = "__pydron_schedule__"
 
-# Functions whose code the tracer produced: they run inline, in the caller's graph.
-_inline_codes: set[int] = set()
+# Functions whose code the tracer produced run inline, in the caller's graph.
 _keep_alive: list[Any] = []
 
 
@@ -168,7 +168,7 @@ def delete_subscr(obj: Any, key: Any) -> None:
     del obj[key]
 
 
-def sync() -> None:
+def sync(_: Any = None) -> None:
     """A bare sync point (before ``with``, at the entry of a try block)."""
     graph = current_graph()
     if graph is not None:
@@ -183,6 +183,11 @@ def publish(value: Any) -> Any:
 def resolve(value: Any) -> Any:
     """A value that must be concrete (closure cells, yielded values): waits for it only."""
     return resolve_deep(value)
+
+
+def resolve_top(value: Any) -> Any:
+    """A value whose identity or type is tested (``is None``, ``match``): waits for it."""
+    return value._pd_result() if type(value) is Future else value
 
 
 def is_(a: Any, b: Any) -> bool:

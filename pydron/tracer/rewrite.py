@@ -109,7 +109,7 @@ def protected_items(items: list[Any]) -> set[int]:
         if block is not None and depth < 50:
             handler = first_instr(labels[id(block.target)])
             if handler is not None:
-                if items[handler].name == "PUSH_EXC_INFO":
+                if _user_handler(items, handler):
                     result = True
                 else:
                     result = protected(handler, depth + 1)
@@ -117,6 +117,22 @@ def protected_items(items: list[Any]) -> set[int]:
         return result
 
     return {index for index in cover if protected(index)}
+
+
+def _user_handler(items: list[Any], start: int) -> bool:
+    """A handler of the user's try/except/finally/with, or the cleanup of an except body.
+
+    The compiler's own handlers (restoring a comprehension's variable, turning
+    StopIteration into RuntimeError) only re-raise: they protect nothing.
+    """
+    for item in items[start:]:
+        if not isinstance(item, Instr):
+            continue
+        if item.name in ("PUSH_EXC_INFO", "POP_EXCEPT", "DELETE_FAST"):
+            return True
+        if item.name == "RERAISE":
+            return False
+    return False
 
 
 def analyse(items: list[Any], flow: Flow, spec: Spec311) -> Plan:
@@ -299,6 +315,10 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
         return [*_helper_on_top(sp.publish, spec, location), item]
     if name == "STORE_DEREF":
         return [*_helper_on_top(sp.resolve, spec, location), item]
+    if name.endswith(("_IF_NONE", "_IF_NOT_NONE")) or name in ("MATCH_SEQUENCE", "MATCH_MAPPING"):
+        return [*_helper_on_top(sp.resolve_top, spec, location), item]  # identity and type tests
+    if name == "MATCH_CLASS":
+        return [*swaps(3), *_helper_on_top(sp.resolve_top, spec, location), *swaps(3), item]
     if name == "YIELD_VALUE" and generator:
         return [*_helper_on_top(sp.resolve, spec, location), item]
     return [_nested(item)]

@@ -48,6 +48,8 @@ class Spec311:
             return 1, 2
         if name == "CHECK_EXC_MATCH":
             return 2, 2
+        if name == "RETURN_GENERATOR":
+            return 0, 1  # the value sent on the first resume, popped at once
         if name == "COPY":
             return instr.arg, instr.arg + 1
         if name == "SWAP":
