@@ -50,6 +50,9 @@ class Pool:
             raise PydronError("no workers configured")
         self._specs = list(specs)
         self._group = execnet.Group()
+        # We stop our own gateways (see shutdown); execnet's exit hook would try to
+        # start threads while the interpreter shuts down, which 3.12+ refuses.
+        atexit.unregister(self._group._cleanup_atexit)
         self._workers: list[Worker] = []
         self._queue: collections.deque = collections.deque()
         self._lock = threading.Condition()
