@@ -243,12 +243,24 @@ class Pool:
             self._closed = True
             self._lock.notify_all()
         for worker in self._workers:
-            if worker.alive:
-                try:
+            try:
+                if worker.alive:
                     worker.channel.send(("stop", None))
-                except Exception:  # noqa: BLE001 - it is going away anyway
-                    pass
-        self._group.terminate(timeout=2.0)
+                worker.gateway.exit()
+            except Exception:  # noqa: BLE001 - it is going away anyway
+                pass
+        # Wait for the processes ourselves: execnet's Group.terminate starts
+        # threads, which an interpreter that is shutting down refuses.
+        deadline = time.monotonic() + 2.0
+        for worker in self._workers:
+            process = getattr(worker.gateway._io, "popen", None)
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - still running: end it
+                process.kill()
+                process.wait()
 
 
 def _adapt_window(worker: Worker, seconds: float) -> None:
