@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,10 +203,95 @@ def _execnet(entry: _Entry) -> list[GatewaySpec]:
     ]
 
 
+def _ssh(entry: _Entry) -> list[GatewaySpec]:
+    """`cores` workers on one host, each its own `ssh` session (see pydron/remote/ssh.py)."""
+    from pydron.remote import ssh
+
+    entry.fields(required=("hostname",), optional=ssh.OPTIONAL_FIELDS)
+    data = entry.data
+    hostname = entry.string("hostname")
+    if not ssh.HOST_RE.match(hostname):
+        raise entry.error("hostname", f"not a host name or address: {_show(hostname)}")
+    username = None
+    if "username" in data:
+        username = entry.string("username")
+        if not ssh.USER_RE.match(username):
+            raise entry.error("username", f"not a user name: {_show(username)}")
+    port = None
+    if "port" in data:
+        port = entry.positive_int("port")
+        if port > 65535:
+            raise entry.error("port", f"expected a port number (1-65535), got {port}")
+    identity_file = None
+    if "identity_file" in data:
+        identity = Path(entry.string("identity_file")).expanduser()
+        if not identity.is_absolute():
+            identity = entry.path.parent / identity
+        if not identity.is_file():
+            raise entry.error("identity_file", f"no such file: {identity}")
+        identity_file = str(identity)
+    password = None
+    if "password" in data:
+        password = data["password"]
+        if not isinstance(password, str) or not password or "\n" in password:
+            # Never show the value: it may be a real password with a typo.
+            raise entry.error("password", "expected a non-empty one-line string")
+        _warn_if_readable(entry.path)
+    python = entry.string("python") if "python" in data else "python3"
+    if "//" in python or "\n" in python:
+        raise entry.error("python", f"not a command for the remote Python: {_show(python)}")
+    cores = entry.positive_int("cores") if "cores" in data else 1
+    tmp_dir = entry.string("tmp_dir") if "tmp_dir" in data else None
+    options: dict[str, str] = {}
+    if "ssh_options" in data:
+        raw = data["ssh_options"]
+        if not isinstance(raw, dict):
+            raise entry.error("ssh_options", f"expected an object of OpenSSH options, got {_kind(raw)}")
+        for key, value in raw.items():
+            problem = ssh.option_problem(key, value)
+            if problem:
+                raise entry.error(f"ssh_options.{key}", problem)
+            options[key] = ssh.option_text(value)
+    data_ports = None
+    if "data_ports" in data:
+        value = data["data_ports"]
+        parts = value.split("-") if isinstance(value, str) else []
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            raise entry.error("data_ports", f'expected a port range "start-end", got {_show(value)}')
+        start, end = int(parts[0]), int(parts[1])
+        if not 1 <= start <= end <= 65535:
+            raise entry.error("data_ports", f"expected ports within 1-65535, start <= end, got {_show(value)}")
+        if end - start + 1 < cores:
+            raise entry.error(
+                "data_ports", f"range {_show(value)} has {end - start + 1} ports, fewer than cores={cores}"
+            )
+        data_ports = (start, end)
+    return ssh.gateway_specs(
+        f"{entry.name} (ssh {hostname})", hostname=hostname, username=username, port=port,
+        identity_file=identity_file, password=password, python=python, options=options,
+        cores=cores, tmp_dir=tmp_dir, data_ports=data_ports,
+    )
+
+
+def _warn_if_readable(path: Path) -> None:
+    """A file with a password in it should be readable by its owner only."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o044:
+        warnings.warn(
+            f"{path} holds an ssh password but is readable by group or others "
+            f"(mode {mode & 0o777:o}); run: chmod 600 {shlex.quote(str(path))}",
+            stacklevel=2,
+        )
+
+
 #: Worker entry types: `type` value -> validator that turns the entry into gateways.
 ENTRY_TYPES: dict[str, Callable[[_Entry], list[GatewaySpec]]] = {
     "multicore": _multicore,
     "execnet": _execnet,
+    "ssh": _ssh,
 }
 
 

@@ -144,7 +144,7 @@ def test_top_level_errors(tmp_path, data, expected):
 @pytest.mark.parametrize("entry,field,expected", [
     ("multicore", None, "workers[1]: expected an object, got a string"),
     ({"cores": 2}, "type", "missing required field"),
-    ({"type": "ssh", "hostname": "h"}, "type", 'unknown worker type "ssh"'),
+    ({"type": "teleport", "hostname": "h"}, "type", 'unknown worker type "teleport"'),
     ({"type": 3}, "type", "unknown worker type 3"),
     ({"type": "multicore"}, "cores", "missing required field"),
     ({"type": "multicore", "cores": 0}, "cores", "expected a positive integer, got 0"),

@@ -78,15 +78,21 @@ class Pool:
         label = getattr(spec, "label", str(spec))
         xspec = getattr(spec, "xspec", spec)
         try:
-            gateway = self._group.makegateway(xspec)
+            make = getattr(spec, "make_gateway", None)  # e.g. ssh.SshGatewaySpec
+            gateway = make(self._group) if make else self._group.makegateway(xspec)
             channel = gateway.remote_exec(worker_module)
             local = gateway.spec.popen and not gateway.spec.via
-            channel.send(("init", {
+            init = {
                 "sys_path": [p for p in sys.path if p] if local else [],
                 "chdir": os.getcwd() if local else None,
                 "parent_pid": os.getpid() if local else None,
                 "label": label,
-            }))
+            }
+            if not local:  # the remote has only Python: send what the worker needs
+                from pydron.remote.ssh import shipment
+
+                init["ship"] = shipment(getattr(spec, "tmp_dir", None))
+            channel.send(("init", init))
             kind, info = channel.receive(timeout=START_TIMEOUT)
         except BaseException as exc:  # noqa: BLE001 - reported with the worker's name
             return PydronError(f"worker {label} ({xspec}) failed to start: {exc}")

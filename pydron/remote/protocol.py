@@ -4,6 +4,10 @@ Every message is a tuple sent over an execnet channel:
 
 master -> worker
     ("init", {"sys_path": [...], "label": str})   once, first
+      non-local workers (ssh, ...) also get "ship": {"tmp_dir": str or None,
+      "files": {"cloudpickle/__init__.py": source, ...}}; the worker writes
+      them into a fresh directory under tmp_dir, imports from there and
+      removes it when it ends
     ("run", [TASK, ...])                           a batch of tasks
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])
@@ -13,7 +17,8 @@ master -> worker
     pickled results of the tasks it depends on.
 
 worker -> master
-    ("ready", {"python": "3.11.7", "pid": int})    once, after init
+    ("ready", {"python": "3.11.7", "pid": int,     once, after init
+               "tmp_dir": str or None})          (the directory of shipped files)
     ("done", [RESULT, ...])                        a batch of results
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text)
 """

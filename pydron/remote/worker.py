@@ -33,7 +33,41 @@ def _watch(channel, parent_pid):
     while True:
         time.sleep(0.2)
         if channel.isclosed() or (parent_pid and os.getppid() != parent_pid):
+            _remove_shipped()
             os._exit(3)
+
+
+# Directories this worker made for files the master sent (see _unpack).
+_SHIPPED = []
+
+
+def _unpack(ship):
+    """Write the master's files (cloudpickle) into a fresh directory under
+    ``ship["tmp_dir"]`` (default: the system's temp dir) and import from there."""
+    import atexit
+    import tempfile
+
+    base = ship.get("tmp_dir")
+    if base:
+        base = os.path.expanduser(base)
+        os.makedirs(base, exist_ok=True)
+    path = tempfile.mkdtemp(prefix="pydron-", dir=base or None)
+    _SHIPPED.append(path)
+    atexit.register(_remove_shipped)
+    for name, text in ship["files"].items():
+        target = os.path.join(path, *name.split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    sys.path.insert(0, path)
+    return path
+
+
+def _remove_shipped():
+    import shutil
+
+    while _SHIPPED:
+        shutil.rmtree(_SHIPPED.pop(), ignore_errors=True)
 
 
 def _dumps(value):
@@ -81,20 +115,24 @@ def serve(channel):
             sys.path.insert(0, path)
     if init.get("chdir"):
         os.chdir(init["chdir"])
+    shipped = _unpack(init["ship"]) if init.get("ship") else None
     watcher = threading.Thread(
         target=_watch, args=(channel, init.get("parent_pid")), daemon=True, name="pydron-watch"
     )
     watcher.start()
     import cloudpickle  # noqa: F401 - fail early, at start-up, if it is missing
 
-    channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid()}))
+    channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
+                            "tmp_dir": shipped}))
     functions = {}
     while True:
         try:
             kind, body = channel.receive()
         except EOFError:
+            _remove_shipped()
             os._exit(0)
         if kind == "stop":
+            _remove_shipped()
             return
         results = []
         flushed = time.perf_counter()

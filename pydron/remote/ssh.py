@@ -1,0 +1,344 @@
+"""Workers on other machines, through the system's OpenSSH client (execnet ``ssh=``).
+
+A ``pydron.conf`` entry ``{"type": "ssh", "hostname": ..., "cores": N, ...}``
+becomes N ``SshGatewaySpec``: one ssh session and one remote Python each.
+
+* Every option goes into a per-entry ssh config file in a private (0700)
+  directory of this process, used as ``ssh -F FILE ALIAS``; nothing but that
+  path and the alias is on ssh's command line.
+* A password is handed to ssh by ``SSH_ASKPASS`` (with
+  ``SSH_ASKPASS_REQUIRE=force``): a private script that prints the contents of
+  a 0600 file, and only when ssh asks for a password.  Those variables are
+  given to the ssh process alone (its own environment, not ``os.environ``).
+* ssh's standard error is read by a thread: kept while the session starts, so
+  that a failure names its cause (connection refused, permission denied,
+  missing remote Python), and passed on to ours once the worker runs.
+* Start-up is bounded: ``ConnectTimeout``, server-alive probes and a watchdog
+  that ends ssh after ``SSH_START_TIMEOUT`` seconds.
+
+The remote side needs only Python: the pool sends cloudpickle's source files
+in the worker's init message (``shipment``), and the worker writes them into
+a fresh directory under ``tmp_dir`` that it removes when it ends.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import execnet
+from execnet import gateway_bootstrap, gateway_io
+from execnet.gateway_base import Popen2IO
+
+from pydron.config import GatewaySpec
+from pydron.errors import PydronError
+
+#: Seconds an ssh worker may take from spawning ssh to a running remote Python.
+SSH_START_TIMEOUT = float(os.environ.get("PYDRON_SSH_START_TIMEOUT", "25"))
+
+#: The fields of an ``ssh`` entry besides ``type`` and ``hostname``.
+OPTIONAL_FIELDS = ("username", "port", "identity_file", "password", "python",
+                   "ssh_options", "cores", "tmp_dir", "data_ports")
+
+HOST_RE = re.compile(r"^(?!-)[A-Za-z0-9._%:\[\]-]+$")
+USER_RE = re.compile(r"^(?!-)[A-Za-z0-9._@\\$-]+$")
+_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+#: Options the entry's own fields set, or that would break the config file's structure.
+_FIELD_OPTIONS = {"hostname": "hostname", "port": "port", "user": "username",
+                  "identityfile": "identity_file"}
+_FORBIDDEN_OPTIONS = ("host", "match", "include")
+
+#: Written after the user's options: OpenSSH takes the first value it reads.
+_DEFAULTS = {
+    "ConnectTimeout": "10",
+    "ServerAliveInterval": "5",
+    "ServerAliveCountMax": "3",
+}
+_KEY_DEFAULTS = {"BatchMode": "yes"}  # never prompt: fail instead
+_PASSWORD_DEFAULTS = {
+    "BatchMode": "no",
+    "PreferredAuthentications": "password,keyboard-interactive",
+    "NumberOfPasswordPrompts": "1",
+}
+
+_ASKPASS_SCRIPT = """#!/bin/sh
+# pydron: answers ssh's password prompt (and nothing else) from a 0600 file.
+case "$1" in
+  *assword*) exec cat {password_file} ;;
+  *) exit 1 ;;
+esac
+"""
+
+
+@dataclass(frozen=True)
+class SshGatewaySpec(GatewaySpec):
+    """One ssh worker.  ``xspec`` is ``ssh_config=FILE//ssh=ALIAS//python=PYTHON``."""
+
+    target: str = ""                      #: user@host:port, for messages
+    python: str = "python3"
+    askpass: str | None = None            #: script for SSH_ASKPASS, if a password is used
+    tmp_dir: str | None = None            #: remote directory for shipped files
+    data_ports: tuple[int, int] | None = None  #: kept for worker-to-worker transfers
+    index: int = field(default=1)
+
+    def make_gateway(self, group: execnet.Group) -> execnet.Gateway:
+        return make_gateway(group, self)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def option_problem(key: Any, value: Any) -> str | None:
+    """Why ``key: value`` cannot be an entry's ssh option, or None if it can."""
+    if not isinstance(key, str) or not _OPTION_RE.match(key):
+        return "not an OpenSSH option name"
+    lower = key.lower()
+    if lower in _FIELD_OPTIONS:
+        return f"set this with the entry's field {_FIELD_OPTIONS[lower]!r}"
+    if lower in _FORBIDDEN_OPTIONS:
+        return "not allowed in ssh_options"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return "expected a string or a number"
+    text = str(value)
+    if not text.strip() or "\n" in text or "\r" in text or "\0" in text:
+        return "expected a non-empty one-line value"
+    return None
+
+
+def option_text(value: str | int) -> str:
+    return str(value)
+
+
+_private: str | None = None
+_private_lock = threading.Lock()
+_counter = iter(range(1, sys.maxsize))
+
+
+def private_dir() -> str:
+    """This process's 0700 directory for ssh config files; removed at exit."""
+    global _private
+    with _private_lock:
+        if _private is None or not os.path.isdir(_private):
+            _private = tempfile.mkdtemp(prefix="pydron-ssh-")
+            os.chmod(_private, 0o700)
+            atexit.register(shutil.rmtree, _private, True)
+        return _private
+
+
+def _config_value(key: str, value: str) -> str:
+    if key.lower() in ("proxycommand", "localcommand", "remotecommand", "knownhostscommand"):
+        return value  # the rest of the line, as written
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def _write_private(path: str, text: str, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(path, mode)
+
+
+def gateway_specs(label: str, *, hostname: str, username: str | None, port: int | None,
+                  identity_file: str | None, password: str | None, python: str,
+                  options: dict[str, str], cores: int, tmp_dir: str | None,
+                  data_ports: tuple[int, int] | None) -> list[SshGatewaySpec]:
+    """Write the entry's ssh config (and askpass) files; return its ``cores`` specs."""
+    directory = private_dir()
+    stem = os.path.join(directory, f"entry{next(_counter)}")
+    alias = "pydron-worker"
+    settings = {"HostName": hostname}
+    if port is not None:
+        settings["Port"] = str(port)
+    if username is not None:
+        settings["User"] = username
+    if identity_file is not None:
+        settings["IdentityFile"] = identity_file
+    settings.update(options)
+    chosen = {key.lower() for key in settings}
+    extra = {**_DEFAULTS, **(_PASSWORD_DEFAULTS if password else _KEY_DEFAULTS)}
+    if password and identity_file is None:
+        extra["PubkeyAuthentication"] = "no"
+    settings.update({k: v for k, v in extra.items() if k.lower() not in chosen})
+    lines = [f"Host {alias}"] + [f"    {k} {_config_value(k, v)}" for k, v in settings.items()]
+    config_file = stem + ".ssh_config"
+    _write_private(config_file, "\n".join(lines) + "\n", 0o600)
+
+    askpass = None
+    if password:
+        password_file = stem + ".password"
+        _write_private(password_file, password + "\n", 0o600)
+        askpass = stem + ".askpass"
+        _write_private(askpass, _ASKPASS_SCRIPT.format(password_file=shlex.quote(password_file)),
+                       0o700)
+
+    target = f"{username + '@' if username else ''}{hostname}{f':{port}' if port else ''}"
+    xspec = f"ssh_config={config_file}//ssh={alias}//python={python}"
+    return [
+        SshGatewaySpec(f"{label} #{k}", xspec, target=target, python=python, askpass=askpass,
+                       tmp_dir=tmp_dir, data_ports=data_ports, index=k)
+        for k in range(1, cores + 1)
+    ]
+
+
+# ---------------------------------------------------------------- starting
+
+
+class _SshIO(gateway_io.Popen2IOMaster):
+    """execnet's ssh pipe, with our own environment for ssh and its stderr read by us."""
+
+    def __init__(self, args: list[str], execmodel: Any, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, start_new_session=True,  # Ctrl-C reaches pydron, which ends the session
+        )
+        Popen2IO.__init__(self, self.popen.stdin, self.popen.stdout, execmodel=execmodel)
+        self.errors = bytearray()      # ssh's stderr while starting (bounded)
+        self.forward = False           # once running: pass stderr on
+        self.timed_out = False
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True,
+                                        name="pydron-ssh-stderr")
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        stream = self.popen.stderr
+        while True:
+            try:
+                chunk = os.read(stream.fileno(), 65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                stream.close()
+                return
+            if self.forward:
+                _write_stderr(chunk)
+            else:
+                self.errors += chunk
+                del self.errors[:-16384]
+
+    def start_forwarding(self) -> None:
+        self.forward = True
+        pending, self.errors = bytes(self.errors), bytearray()
+        if pending:
+            _write_stderr(pending)
+
+    def error_text(self) -> str:
+        self._reader.join(timeout=2)
+        return bytes(self.errors).decode("utf-8", "replace").strip()
+
+    def time_out(self) -> None:
+        self.timed_out = True
+        self.kill()
+
+    def kill(self) -> None:
+        """End ssh and what it started here (e.g. a ProxyCommand): its process group."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except OSError:
+                super().kill()
+
+
+def _write_stderr(data: bytes) -> None:
+    try:
+        sys.stderr.write(data.decode("utf-8", "replace"))
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001 - stderr closed: nothing to tell
+        pass
+
+
+def ssh_environment(askpass: str | None) -> dict[str, str]:
+    """The environment of one ssh process: ours, plus askpass when a password is used."""
+    env = dict(os.environ)
+    if askpass:
+        env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force",
+                   DISPLAY=env.get("DISPLAY") or ":0")
+    return env
+
+
+def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
+                 timeout: float | None = None) -> execnet.Gateway:
+    """Start one ssh worker's gateway in ``group``, or raise a PydronError saying why not.
+
+    What ``Group.makegateway`` does for ``ssh=``, except that ssh gets its own
+    environment, its stderr is kept for the error message, and start-up is bounded.
+    """
+    timeout = SSH_START_TIMEOUT if timeout is None else timeout
+    xspec = execnet.XSpec(spec.xspec)
+    group.allocate_id(xspec)
+    if xspec.execmodel is None:
+        xspec.execmodel = group.remote_execmodel.backend
+    io = _SshIO(gateway_io.ssh_args(xspec), group.execmodel, ssh_environment(spec.askpass))
+    io.remoteaddress = spec.target
+    watchdog = threading.Timer(timeout, io.time_out)
+    watchdog.daemon = True
+    watchdog.start()
+    failure: BaseException | None = None
+    try:
+        gateway_bootstrap.bootstrap_exec(io, xspec)
+    except Exception as exc:  # noqa: BLE001 - HostNotFound, EOFError, broken pipe ...
+        failure = exc
+    finally:
+        watchdog.cancel()
+    if failure is not None or io.popen.poll() is not None:
+        if io.popen.poll() is None:
+            io.kill()
+        code = io.wait()
+        raise PydronError(_start_failure(spec, code, io, timeout)) from None
+    gateway = execnet.Gateway(io, xspec)
+    gateway.spec = xspec
+    group._register(gateway)
+    io.start_forwarding()
+    return gateway
+
+
+def _start_failure(spec: SshGatewaySpec, code: int | None, io: _SshIO, timeout: float) -> str:
+    text = io.error_text()
+    where = f"ssh worker on {spec.target}"
+    if io.timed_out:
+        cause = f"no running Python there within {timeout:g} s"
+    elif code == 255:
+        cause = "ssh could not connect or log in"
+    elif code == 127:
+        cause = f"remote Python {spec.python!r} not found"
+    elif code == 126:
+        cause = f"remote Python {spec.python!r} cannot be run"
+    else:
+        cause = f"the remote Python {spec.python!r} ended at start-up (exit status {code})"
+    lines = [line for line in text.splitlines() if line.strip()][-8:]
+    detail = "\n  ".join(lines)
+    return f"{where}: {cause}" + (f":\n  {detail}" if detail else "")
+
+
+# ---------------------------------------------------------------- shipping
+
+
+_shipment_cache: dict[str, str] | None = None
+
+
+def shipment(tmp_dir: str | None) -> dict[str, Any]:
+    """What a worker that cannot use the master's sys.path gets in its init message.
+
+    ``files`` maps relative paths to the source text of cloudpickle's package.
+    """
+    global _shipment_cache
+    if _shipment_cache is None:
+        import cloudpickle
+
+        root = os.path.dirname(os.path.abspath(cloudpickle.__file__))
+        files = {}
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), encoding="utf-8") as handle:
+                    files[f"cloudpickle/{name}"] = handle.read()
+        _shipment_cache = files
+    return {"tmp_dir": tmp_dir, "files": dict(_shipment_cache)}

@@ -1,0 +1,363 @@
+"""``ssh`` worker entries, against a real OpenSSH server on 127.0.0.1 (``sshd`` fixture).
+
+The remote account's Python has no cloudpickle and cannot import this test
+module: cloudpickle is shipped by the pool, and the functional helpers below
+are pickled by value (``cloudpickle.register_pickle_by_value``).  Only
+127.0.0.1 is ever contacted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import stat
+import sys
+import time
+import warnings
+
+import cloudpickle
+import pytest
+
+import pydron
+import sshd as S
+from pydron.config import load_config
+from pydron.errors import ConfigError, PydronError
+from pydron.remote import pool as pool_module
+from pydron.remote import ssh
+from pydron.remote.pool import Pool
+from pydron.runtime.graph import Graph
+
+THIS = sys.modules[__name__]
+
+
+# ------------------------------------------------------------------ helpers run remotely
+
+
+@pydron.functional
+def square(x):
+    return x * x
+
+
+@pydron.functional
+def add(a, b):
+    return a + b
+
+
+@pydron.functional
+def where(tag):
+    return tag, os.getuid(), os.getpid(), "cloudpickle" in sys.modules
+
+
+@pydron.functional
+def shipped_dir():
+    import cloudpickle as remote_cloudpickle
+
+    return os.path.dirname(os.path.dirname(remote_cloudpickle.__file__))
+
+
+def pipeline(n):
+    squares = [square(i) for i in range(n)]
+    total = 0
+    for value in squares:
+        total = add(total, value)
+    places = [where(i) for i in range(2 * n)]
+    return total, squares, sorted({(uid, pid) for _, uid, pid, _ in places}), \
+        all(has for *_, has in places)
+
+
+scheduled_pipeline = pydron.schedule(pipeline)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def by_value():
+    """Ship this module's functions by value: ssh workers cannot import it."""
+    cloudpickle.register_pickle_by_value(THIS)
+    yield
+    cloudpickle.unregister_pickle_by_value(THIS)
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+def write_conf(directory, *entries, mode=0o600):
+    path = directory / "pydron.conf"
+    path.write_text(json.dumps({"workers": list(entries)}))
+    path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def server(sshd):
+    """The sshd fixture; afterwards no process of the test user and an empty tmp_dir."""
+    for name in os.listdir(sshd.user_tmp):  # a failed earlier test must not spill over
+        pytest.fail(f"tmp_dir not empty before the test: {name}")
+    yield sshd
+    leftovers = sshd.leftover_processes(timeout=5)
+    deadline = time.monotonic() + 5
+    while os.listdir(sshd.user_tmp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = os.listdir(sshd.user_tmp)
+    for name in left:  # clean up for the next test, then fail
+        S._kill(S._user_pids(sshd.user, sshd.tag))
+        os.system(f"rm -rf {sshd.user_tmp}/{name}")
+    assert leftovers == [], f"processes of {sshd.user} left behind: {leftovers}"
+    assert left == [], f"tmp_dir {sshd.user_tmp} not emptied: {left}"
+
+
+def known_hosts(sshd):
+    return {"UserKnownHostsFile": sshd.known_hosts, "GlobalKnownHostsFile": "/dev/null",
+            "StrictHostKeyChecking": "yes", "LogLevel": "ERROR"}
+
+
+def key_entry(sshd, **extra):
+    entry = {"type": "ssh", "hostname": sshd.host, "port": sshd.port, "username": sshd.user,
+             "identity_file": sshd.identity_file, "tmp_dir": sshd.user_tmp,
+             "ssh_options": {**known_hosts(sshd), "IdentitiesOnly": "yes"}}
+    entry.update(extra)
+    return entry
+
+
+def password_entry(sshd, **extra):
+    if sshd.password is None:
+        pytest.skip("password login needs sshd running as root (a test user with a password)")
+    entry = {"type": "ssh", "hostname": sshd.host, "port": sshd.port, "username": sshd.user,
+             "password": sshd.password, "tmp_dir": sshd.user_tmp,
+             "ssh_options": known_hosts(sshd)}
+    entry.update(extra)
+    return entry
+
+
+@pytest.fixture
+def global_pool(server, tmp_path, monkeypatch):
+    """Point pydron's process-wide pool at a config file; shut it down afterwards."""
+
+    def use(*entries):
+        path = write_conf(tmp_path, *entries)
+        monkeypatch.delenv("PYDRON_TX", raising=False)
+        monkeypatch.setenv("PYDRON_CONF", str(path))
+        monkeypatch.setattr(pool_module, "_pool", None)  # another test's pool stays untouched
+        return path
+
+    yield use
+    pool_module.shutdown()
+
+
+def all_cmdlines():
+    lines = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    lines.append(handle.read().replace(b"\0", b" ").decode(errors="replace"))
+            except OSError:
+                pass
+    return lines
+
+
+# ------------------------------------------------------------------ running
+
+
+def test_schedule_on_two_ssh_workers_with_key(global_pool, server):
+    global_pool(key_entry(server, cores=2))
+    expected = pipeline(6)
+    got = scheduled_pipeline(6)
+    assert got[:2] == expected[:2] == (55, [0, 1, 4, 9, 16, 25])
+    uid = pwd.getpwnam(server.user).pw_uid
+    pool = pool_module.get_pool()
+    assert len(pool.workers) == 2
+    assert {u for u, _ in got[2]} <= {uid} and got[3] is True
+    for worker in pool.workers:
+        shipped = worker.info["tmp_dir"]
+        assert os.path.dirname(shipped) == server.user_tmp
+        assert os.path.isfile(os.path.join(shipped, "cloudpickle", "__init__.py"))
+        # ssh's command line names the config file and the alias only
+        args = worker.gateway._io.popen.args
+        assert server.identity_file not in " ".join(args)
+        assert args[:4] == ["ssh", "-C", "-F", args[3]] and args[4] == "pydron-worker"
+
+
+def test_workers_report_remote_python_and_shipped_cloudpickle(server, tmp_path):
+    pool = Pool(load_config(write_conf(tmp_path, key_entry(server, cores=2))))
+    try:
+        graph = Graph(lambda: pool)
+        dirs = {graph.submit(shipped_dir, (), {})._pd_result() for _ in range(6)}
+        assert dirs <= {w.info["tmp_dir"] for w in pool.workers}
+        versions = {w.info["python"] for w in pool.workers}
+        assert len(versions) == 1 and versions.pop().startswith("%d.%d." % sys.version_info[:2])
+    finally:
+        pool.shutdown()
+
+
+def test_default_tmp_dir_is_removed(server, tmp_path):
+    entry = key_entry(server)
+    del entry["tmp_dir"]
+    pool = Pool(load_config(write_conf(tmp_path, entry)))
+    try:
+        shipped = pool.workers[0].info["tmp_dir"]
+        assert os.path.isdir(shipped) and not shipped.startswith(server.user_tmp)
+        assert Graph(lambda: pool).submit(square, (7,), {})._pd_result() == 49
+    finally:
+        pool.shutdown()
+    deadline = time.monotonic() + 5
+    while os.path.exists(shipped) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not os.path.exists(shipped)
+
+
+def test_schedule_with_password(global_pool, server):
+    conf = global_pool(password_entry(server, cores=2))
+    assert scheduled_pipeline(4)[:2] == pipeline(4)[:2]
+    password = server.password
+    pool = pool_module.get_pool()
+    assert len(pool.workers) == 2
+    # never on a command line, in a spec, in ssh's config file, in os.environ
+    assert not [line for line in all_cmdlines() if password in line]
+    specs = load_config(conf)
+    assert password not in repr(specs)
+    config_file = specs[0].xspec.split("//")[0].split("=", 1)[1]
+    with open(config_file) as handle:
+        assert password not in handle.read()
+    assert password not in repr(dict(os.environ))
+    assert stat.S_IMODE(os.stat(os.path.dirname(config_file)).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(specs[0].askpass).st_mode) == 0o700
+
+
+# ------------------------------------------------------------------ failures
+
+
+def failure(server, tmp_path, entry, expected):
+    path = write_conf(tmp_path, entry)
+    start = time.monotonic()
+    with pytest.raises(PydronError) as info:
+        pool = Pool(load_config(path))
+        pool.shutdown()
+    elapsed = time.monotonic() - start
+    message = str(info.value)
+    assert elapsed < 30, message
+    assert server.host in message
+    assert expected in message, message
+    if server.password:
+        assert server.password not in message
+    return message
+
+
+def test_closed_port(server, tmp_path):
+    port = S.free_port()  # nobody listens there
+    message = failure(server, tmp_path, key_entry(server, port=port), "Connection refused")
+    assert f"port {port}" in message
+
+
+def test_bad_password(server, tmp_path):
+    failure(server, tmp_path, password_entry(server, password="not-the-password"), "Permission denied")
+
+
+def test_unknown_key(server, tmp_path):
+    key = tmp_path / "other_key"
+    os.system(f"ssh-keygen -q -t ed25519 -N '' -f {key}")
+    failure(server, tmp_path, key_entry(server, identity_file=str(key)), "Permission denied")
+
+
+def test_missing_remote_python(server, tmp_path):
+    message = failure(server, tmp_path, key_entry(server, python="/nonexistent/python3"), "not found")
+    assert "/nonexistent/python3" in message
+
+
+def test_start_is_bounded(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(ssh, "SSH_START_TIMEOUT", 2)
+    entry = key_entry(server)
+    entry["ssh_options"] = {**entry["ssh_options"], "ProxyCommand": "sleep 60"}
+    failure(server, tmp_path, entry, "within 2 s")
+    assert not [line for line in all_cmdlines() if line.strip() == "sleep 60"]
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_entry_becomes_cores_specs(tmp_path):
+    key = tmp_path / "id"
+    key.write_text("not really a key")
+    path = write_conf(tmp_path, {
+        "type": "ssh", "hostname": "node1.example", "username": "ann", "port": 2222,
+        "identity_file": str(key), "python": "/opt/py/bin/python3", "cores": 3,
+        "tmp_dir": "/scratch/pd", "data_ports": "9000-9003",
+        "ssh_options": {"ProxyJump": "gate.example", "ServerAliveInterval": 9,
+                        "ProxyCommand": "nc -X connect -x proxy:3128 %h %p"},
+    })
+    specs = load_config(path)
+    assert len(specs) == 3 and len({s.label for s in specs}) == 3
+    spec = specs[0]
+    assert isinstance(spec, ssh.SshGatewaySpec)
+    assert spec.xspec.endswith("//ssh=pydron-worker//python=/opt/py/bin/python3")
+    assert spec.tmp_dir == "/scratch/pd" and spec.data_ports == (9000, 9003)
+    assert spec.target == "ann@node1.example:2222" and spec.askpass is None
+    config_file = spec.xspec.split("//")[0].split("=", 1)[1]
+    assert stat.S_IMODE(os.stat(config_file).st_mode) == 0o600
+    with open(config_file) as handle:
+        lines = [line.strip() for line in handle]
+    assert lines[0] == "Host pydron-worker"
+    for line in ("HostName node1.example", "Port 2222", "User ann", f"IdentityFile {key}",
+                 "ProxyJump gate.example", "ServerAliveInterval 9",
+                 "ProxyCommand nc -X connect -x proxy:3128 %h %p", "BatchMode yes",
+                 "ConnectTimeout 10"):
+        assert line in lines
+    assert "ServerAliveInterval 5" not in lines  # the user's value wins
+
+
+def test_defaults(tmp_path):
+    specs = load_config(write_conf(tmp_path, {"type": "ssh", "hostname": "h"}))
+    assert len(specs) == 1
+    assert specs[0].xspec.endswith("//ssh=pydron-worker//python=python3")
+    assert specs[0].tmp_dir is None and specs[0].target == "h"
+
+
+@pytest.mark.parametrize("extra,field,expected", [
+    ({"hostname": ""}, "hostname", "expected a non-empty string"),
+    ({"hostname": "-oProxyCommand=x"}, "hostname", "not a host name"),
+    ({"hostname": "a b"}, "hostname", "not a host name"),
+    ({"username": "a b"}, "username", "not a user name"),
+    ({"port": 0}, "port", "expected a positive integer"),
+    ({"port": 70000}, "port", "1-65535"),
+    ({"cores": 0}, "cores", "expected a positive integer"),
+    ({"identity_file": "/nonexistent/key"}, "identity_file", "no such file"),
+    ({"python": "py//thon"}, "python", "not a command"),
+    ({"ssh_options": ["-v"]}, "ssh_options", "expected an object"),
+    ({"ssh_options": {"Port": "22"}}, "ssh_options.Port", "field 'port'"),
+    ({"ssh_options": {"Host": "x"}}, "ssh_options.Host", "not allowed"),
+    ({"ssh_options": {"-o x": "y"}}, "ssh_options.-o x", "not an OpenSSH option name"),
+    ({"ssh_options": {"ProxyJump": "a\nHost *"}}, "ssh_options.ProxyJump", "one-line"),
+    ({"ssh_options": {"BatchMode": True}}, "ssh_options.BatchMode", "string or a number"),
+    ({"data_ports": "9000"}, "data_ports", 'port range "start-end"'),
+    ({"data_ports": "9005-9000"}, "data_ports", "start <= end"),
+    ({"cores": 4, "data_ports": "9000-9002"}, "data_ports", "fewer than cores=4"),
+    ({"password": 5}, "password", "non-empty one-line string"),
+    ({"cpus": 2}, "cpus", "unknown field"),
+])
+def test_entry_errors(tmp_path, extra, field, expected):
+    entry = {"type": "ssh", "hostname": "h", **extra}
+    path = write_conf(tmp_path, {"type": "multicore", "cores": 1}, entry)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and f"workers[1].{field}: " in message, message
+    assert expected in message, message
+
+
+def test_missing_hostname(tmp_path):
+    with pytest.raises(ConfigError, match=r"workers\[0\]\.hostname: missing required field"):
+        load_config(write_conf(tmp_path, {"type": "ssh"}))
+
+
+def test_readable_password_file_warns(tmp_path):
+    entry = {"type": "ssh", "hostname": "h", "password": "s3cret-value"}
+    path = write_conf(tmp_path, entry, mode=0o644)
+    with pytest.warns(UserWarning, match="readable by group or others") as record:
+        specs = load_config(path)
+    assert str(path) in str(record[0].message)
+    assert "s3cret-value" not in str(record[0].message) + repr(specs)
+    with open(specs[0].askpass) as handle:
+        assert "s3cret-value" not in handle.read()
+
+    private = write_conf(tmp_path, entry, mode=0o600)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_config(private)
