@@ -178,9 +178,6 @@ def test_pydron_shutdown_stops_busy_workers(own_global_pool, tmp_path):
     assert took < 5, f"shutdown of busy workers took {took:.1f} s"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Pool._worker_died returns early once the pool is closed, so tasks in flight at "
-    "shutdown() never finish and waiting on them loops forever"))
 def test_task_in_flight_at_shutdown_fails_instead_of_hanging(own_global_pool, tmp_path):
     pool = pool_module.get_pool()
     g = Graph(lambda: pool)
@@ -267,9 +264,6 @@ def test_every_worker_killed_fails_queued_tasks_too(tmp_path):
         pool.shutdown()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Graph.raise_failure() syncs on every outstanding task, so a WorkerDied waits "
-    "for unrelated tasks issued later on the other workers (forever, if one hangs)"))
 def test_killed_worker_is_reported_while_another_worker_is_busy(two_workers, tmp_path):
     pool = two_workers
     g = Graph(lambda: pool)

@@ -210,9 +210,6 @@ def test_earliest_failure_wins_when_waiting_on_the_later_one(graph):
         result(second)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Graph.raise_failure() calls sync(), which waits for every outstanding task, "
-    "including those issued after the failed one; it only needs the earlier ones"))
 def test_failure_is_raised_without_waiting_for_later_tasks(graph):
     bad = graph.submit(H.raise_value_error, ("early",), {})
     graph.submit(H.sleep_then_return, (2.0, None), {})  # issued later, slow
@@ -261,9 +258,6 @@ def test_independent_chains_run_in_parallel(graph):
     assert elapsed < 1.35, f"two 3 x 0.25 s chains took {elapsed:.2f} s"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Pool: each worker takes up to `window` (>= 2) tasks at once, so a task can queue "
-    "behind a long one on a busy worker while another worker is idle"))
 def test_idle_worker_takes_a_waiting_task(graph):
     # long, short, long on two workers: ideally 0.85 s; queued behind the
     # first long task, the second one ends at 1.6 s.
@@ -386,9 +380,6 @@ def test_bad_config_names_file_and_field(bad_conf):
     assert isinstance(info.value, pydron.PydronError)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Graph._start registers the future in _outstanding before dispatching; when the "
-    "pool getter raises (bad config), the future stays pending and sync() hangs"))
 def test_bad_config_through_the_graph_does_not_hang(bad_conf):
     g = Graph(pool_module.get_pool)
     with pytest.raises(ConfigError, match="workers\\[1\\].cores"):

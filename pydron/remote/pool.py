@@ -35,7 +35,7 @@ class Worker:
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
         self.functions_sent: set[int] = set()
         self.alive = True
-        self.window = 2
+        self.window = 1
         self.info: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -225,9 +225,11 @@ class Pool:
                 orphans = list(self._queue)
                 self._queue.clear()
             self._lock.notify()
-        if self._closed:
-            return
         for task, graph, _ in lost:
+            if self._closed:
+                graph.finish(task.future, ok=False, error=PydronError(
+                    f"the pydron pool was shut down while worker {worker.label} ran it"))
+                continue
             name = getattr(task.fn, "__qualname__", repr(task.fn))
             graph.finish(task.future, ok=False, error=WorkerDied(
                 f"worker {worker.label} died while running {name}()"))
@@ -270,11 +272,15 @@ class Pool:
 
 
 def _adapt_window(worker: Worker, seconds: float) -> None:
-    """Many tasks in flight when they are short, two when they are long."""
+    """Many tasks in flight when they are short, one at a time when they are long.
+
+    One at a time keeps long tasks from queueing behind each other on one
+    worker while another is idle; short tasks need a deep pipeline instead.
+    """
     if seconds < 0.005:
         worker.window = min(worker.window * 2, 128)
     elif seconds > 0.02:
-        worker.window = 2
+        worker.window = 1
 
 
 def _input_bytes(graph: Any, future: Any) -> bytes:

@@ -111,6 +111,7 @@ class Graph:
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         """Issue a functional call; it runs on a worker once its inputs are known."""
+        self.pool  # noqa: B018 - start the workers now: a bad configuration is raised at the call
         future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
         self._start(Task.make(future, fn, args, kwargs), self._dispatch_remote)
         return future
@@ -258,9 +259,21 @@ class Graph:
             self._raise_earliest()
 
     def raise_failure(self, future: Future) -> None:
-        """``future`` failed: raise what the sequential run would have raised here."""
-        self.sync()
-        self._raise(future._pd_origin)
+        """``future`` failed: raise what the sequential run would have raised here.
+
+        Only the calls issued before the failed one matter: one of them may
+        have failed too, and the earliest failure wins.
+        """
+        origin = future._pd_origin
+        with CONDITION:
+            while any(f._pd_seq < origin._pd_seq for f in self._outstanding.values()):
+                CONDITION.wait(0.5)
+                self._check_liveness_locked()
+        earlier = [f for f in self._failures if f._pd_seq < origin._pd_seq]
+        if earlier:
+            self._raise_earliest()
+        self._failures = [f for f in self._failures if f is not origin]
+        self._raise(origin)
 
     def _raise_earliest(self) -> None:
         earliest = min(self._failures, key=lambda f: f._pd_seq)
