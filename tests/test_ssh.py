@@ -361,3 +361,131 @@ def test_readable_password_file_warns(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_config(private)
+
+
+# ------------------------------------------------------------------ differential suite
+
+
+def _differential_cases():
+    import test_differential
+    import test_differential_more
+
+    return test_differential.CASES + test_differential_more.CASES
+
+
+@pytest.fixture(scope="module")
+def diff_sshd(sshd):
+    """A second sshd (its own tag and tmp_dir): the pools below outlive single tests."""
+    server = S.SshServer.start(f"diff-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}")
+    try:
+        yield server
+    finally:
+        server.stop(check=True)
+
+
+@pytest.fixture(scope="module")
+def ssh_global_pool(diff_sshd, tmp_path_factory):
+    """pydron's process-wide pool made of ssh workers, for the differential tests."""
+    sshd = diff_sshd
+    import dhelpers
+    import test_differential
+    import test_differential_more
+
+    modules = (dhelpers, test_differential, test_differential_more)
+    for module in modules:  # the workers cannot import the tests' modules
+        cloudpickle.register_pickle_by_value(module)
+    pools = {}
+
+    def use(kind):
+        if kind not in pools:
+            entry = key_entry(sshd, cores=2) if kind == "key" else password_entry(sshd, cores=2)
+            path = write_conf(tmp_path_factory.mktemp(f"conf-{kind}"), entry)
+            pools[kind] = Pool(load_config(path))
+        pool_module._pool = pools[kind]
+        return pools[kind]
+
+    saved = pool_module._pool
+    try:
+        yield use
+    finally:
+        pool_module._pool = saved
+        for pool in pools.values():
+            ran = [len(worker.functions_sent) for worker in pool.workers]
+            pool.shutdown()
+            assert all(ran), f"an ssh worker ran no task: {ran}"
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
+        assert sshd.leftover_processes(timeout=5) == []
+        deadline = time.monotonic() + 5
+        while os.listdir(sshd.user_tmp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.listdir(sshd.user_tmp) == []
+
+
+_CASES = _differential_cases()
+
+
+@pytest.mark.parametrize("fn,args,kwargs", [
+    pytest.param(case.fn, case.args, case.kwargs, id=f"key-{case.id}") for case in _CASES
+])
+def test_differential_on_ssh_workers_key(ssh_global_pool, fn, args, kwargs):
+    from difftest import assert_equivalent
+
+    pool = ssh_global_pool("key")
+    assert_equivalent(fn, *args, **kwargs)
+    assert all(worker.alive for worker in pool.workers)
+
+
+@pytest.mark.parametrize("fn,args,kwargs", [
+    pytest.param(case.fn, case.args, case.kwargs, id=f"password-{case.id}")
+    for case in _CASES[::7]
+])
+def test_differential_on_ssh_workers_password(ssh_global_pool, fn, args, kwargs):
+    from difftest import assert_equivalent
+
+    pool = ssh_global_pool("password")
+    assert_equivalent(fn, *args, **kwargs)
+    assert all(worker.alive for worker in pool.workers)
+
+
+# ------------------------------------------------------------------ the master goes away
+
+MASTER = """
+import sys, time
+from pydron.config import load_config
+from pydron.remote.pool import Pool
+from pydron.runtime.graph import Graph
+pool = Pool(load_config(sys.argv[1]))
+graph = Graph(lambda: pool)
+slow = graph.submit(time.sleep, (60,), {})     # busy when the master goes
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_remote_workers_end_with_the_master(server, tmp_path, how):
+    import signal
+    import subprocess
+
+    conf = write_conf(tmp_path, key_entry(server, cores=2))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo}
+    master = subprocess.Popen([sys.executable, "-c", MASTER, str(conf)], cwd=repo, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = master.stdout.readline()
+        assert line == "ready\n", line + master.stderr.read()
+        assert len(os.listdir(server.user_tmp)) == 2
+        assert len(server.leftover_processes(timeout=0)) >= 2
+        start = time.monotonic()
+        master.send_signal(getattr(signal, how))
+        master.wait(timeout=20)
+        assert server.leftover_processes(timeout=15) == []
+        assert time.monotonic() - start < 20
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+        master.stdout.close()
+        master.stderr.close()
