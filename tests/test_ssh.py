@@ -222,6 +222,38 @@ def test_schedule_with_password(global_pool, server):
     assert stat.S_IMODE(os.stat(specs[0].askpass).st_mode) == 0o700
 
 
+def test_agent_auth_and_many_cores(server, tmp_path, monkeypatch):
+    import subprocess
+
+    socket_path = str(tmp_path / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", socket_path],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(socket_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": socket_path}
+        subprocess.run(["ssh-add", "-q", server.identity_file], env=env, check=True,
+                       stdin=subprocess.DEVNULL, capture_output=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", socket_path)
+        monkeypatch.setattr(ssh, "MAX_STARTS_PER_HOST", 3)
+        entry = key_entry(server, cores=8)
+        del entry["identity_file"]
+        entry["ssh_options"] = known_hosts(server)
+        pool = Pool(load_config(write_conf(tmp_path, entry)))
+        try:
+            assert len(pool.workers) == 8
+            graph = Graph(lambda: pool)
+            futures = [graph.submit(square, (i,), {}) for i in range(40)]
+            assert [f._pd_result() for f in futures] == [i * i for i in range(40)]
+            assert len({worker.info["pid"] for worker in pool.workers}) == 8
+        finally:
+            pool.shutdown()
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
 # ------------------------------------------------------------------ failures
 
 
@@ -255,6 +287,12 @@ def test_unknown_key(server, tmp_path):
     key = tmp_path / "other_key"
     os.system(f"ssh-keygen -q -t ed25519 -N '' -f {key}")
     failure(server, tmp_path, key_entry(server, identity_file=str(key)), "Permission denied")
+
+
+def test_unknown_host_key(server, tmp_path):
+    entry = key_entry(server)
+    entry["ssh_options"] = {**entry["ssh_options"], "UserKnownHostsFile": "/dev/null"}
+    failure(server, tmp_path, entry, "Host key verification failed")
 
 
 def test_missing_remote_python(server, tmp_path):

@@ -265,6 +265,18 @@ def ssh_environment(askpass: str | None) -> dict[str, str]:
     return env
 
 
+#: Sessions that may be logging in to one host at a time.  sshd's default
+#: ``MaxStartups 10:30:100`` drops new connections at random beyond 10
+#: unauthenticated ones, so many cores on one host log in a few at a time.
+MAX_STARTS_PER_HOST = 6
+_slots: dict[str, threading.BoundedSemaphore] = {}
+
+
+def _start_slot(target: str) -> threading.BoundedSemaphore:
+    with _private_lock:
+        return _slots.setdefault(target, threading.BoundedSemaphore(MAX_STARTS_PER_HOST))
+
+
 def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
                  timeout: float | None = None) -> execnet.Gateway:
     """Start one ssh worker's gateway in ``group``, or raise a PydronError saying why not.
@@ -277,18 +289,19 @@ def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
     group.allocate_id(xspec)
     if xspec.execmodel is None:
         xspec.execmodel = group.remote_execmodel.backend
-    io = _SshIO(gateway_io.ssh_args(xspec), group.execmodel, ssh_environment(spec.askpass))
-    io.remoteaddress = spec.target
-    watchdog = threading.Timer(timeout, io.time_out)
-    watchdog.daemon = True
-    watchdog.start()
-    failure: BaseException | None = None
-    try:
-        gateway_bootstrap.bootstrap_exec(io, xspec)
-    except Exception as exc:  # noqa: BLE001 - HostNotFound, EOFError, broken pipe ...
-        failure = exc
-    finally:
-        watchdog.cancel()
+    with _start_slot(spec.target):
+        io = _SshIO(gateway_io.ssh_args(xspec), group.execmodel, ssh_environment(spec.askpass))
+        io.remoteaddress = spec.target
+        watchdog = threading.Timer(timeout, io.time_out)
+        watchdog.daemon = True
+        watchdog.start()
+        failure: BaseException | None = None
+        try:
+            gateway_bootstrap.bootstrap_exec(io, xspec)
+        except Exception as exc:  # noqa: BLE001 - HostNotFound, EOFError, broken pipe ...
+            failure = exc
+        finally:
+            watchdog.cancel()
     if failure is not None or io.popen.poll() is not None:
         if io.popen.poll() is None:
             io.kill()
