@@ -436,11 +436,12 @@ def glue(n):
     "bug: DESIGN.md says rewritten glue code that never touches a future runs at "
     "near-native speed, but every in-place operator is rewritten into a call of "
     "syncpoints.INPLACE[...] (rewrite.py: spec.is_inplace -> call_helper) whether "
-    "or not a future can reach it: `total += i * i` loops run ~9.5x slower "
-    "(benchmarks/bench_schedule.py (b))"))
+    "or not a future can reach it: `total += i * i` loops run ~8-9.5x slower on "
+    "3.11 and ~3x on 3.12/3.13 (benchmarks/bench_schedule.py (b)); the same loop "
+    "written `total = total + i * i` runs at native speed"))
 def test_glue_overhead_is_small():
     scheduled = pydron.schedule(glue)
     assert scheduled(1000) == glue(1000)
     plain_s = min(timed(glue, 200_000)[1] for _ in range(3))
     sched_s = min(timed(scheduled, 200_000)[1] for _ in range(3))
-    assert sched_s / plain_s < 2.0, f"{sched_s / plain_s:.1f}x slower than plain"
+    assert sched_s / plain_s < 1.5, f"{sched_s / plain_s:.1f}x slower than plain"
