@@ -220,6 +220,11 @@ def test_schedule_with_password(global_pool, server):
     assert password not in repr(dict(os.environ))
     assert stat.S_IMODE(os.stat(os.path.dirname(config_file)).st_mode) == 0o700
     assert stat.S_IMODE(os.stat(specs[0].askpass).st_mode) == 0o700
+    # the password file exists only while a session logs in
+    private = os.path.dirname(config_file)
+    for name in os.listdir(private):
+        with open(os.path.join(private, name), errors="replace") as handle:
+            assert password not in handle.read(), name
 
 
 def test_agent_auth_and_many_cores(server, tmp_path, monkeypatch):

@@ -8,8 +8,9 @@ becomes N ``SshGatewaySpec``: one ssh session and one remote Python each.
   path and the alias is on ssh's command line.
 * A password is handed to ssh by ``SSH_ASKPASS`` (with
   ``SSH_ASKPASS_REQUIRE=force``): a private script that prints the contents of
-  a 0600 file, and only when ssh asks for a password.  Those variables are
-  given to the ssh process alone (its own environment, not ``os.environ``).
+  a 0600 file, and only when ssh asks for a password.  The file exists only
+  while that ssh session logs in.  Those variables are given to the ssh
+  process alone (its own environment, not ``os.environ``).
 * ssh's standard error is read by a thread: kept while the session starts, so
   that a failure names its cause (connection refused, permission denied,
   missing remote Python), and passed on to ours once the worker runs.
@@ -23,15 +24,17 @@ a fresh directory under ``tmp_dir`` that it removes when it ends.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
-import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,10 +74,11 @@ _PASSWORD_DEFAULTS = {
     "NumberOfPasswordPrompts": "1",
 }
 
-_ASKPASS_SCRIPT = """#!/bin/sh
+_PASSWORD_FILE_VAR = "PYDRON_SSH_PASSWORD_FILE"
+_ASKPASS_SCRIPT = f"""#!/bin/sh
 # pydron: answers ssh's password prompt (and nothing else) from a 0600 file.
 case "$1" in
-  *assword*) exec cat {password_file} ;;
+  *assword*) exec cat "${_PASSWORD_FILE_VAR}" ;;
   *) exit 1 ;;
 esac
 """
@@ -87,6 +91,7 @@ class SshGatewaySpec(GatewaySpec):
     target: str = ""                      #: user@host:port, for messages
     python: str = "python3"
     askpass: str | None = None            #: script for SSH_ASKPASS, if a password is used
+    password: str | None = field(default=None, repr=False, compare=False)
     tmp_dir: str | None = None            #: remote directory for shipped files
     data_ports: tuple[int, int] | None = None  #: kept for worker-to-worker transfers
     index: int = field(default=1)
@@ -173,21 +178,39 @@ def gateway_specs(label: str, *, hostname: str, username: str | None, port: int 
     config_file = stem + ".ssh_config"
     _write_private(config_file, "\n".join(lines) + "\n", 0o600)
 
-    askpass = None
-    if password:
-        password_file = stem + ".password"
-        _write_private(password_file, password + "\n", 0o600)
-        askpass = stem + ".askpass"
-        _write_private(askpass, _ASKPASS_SCRIPT.format(password_file=shlex.quote(password_file)),
-                       0o700)
+    askpass = _askpass_script() if password else None
 
     target = f"{username + '@' if username else ''}{hostname}{f':{port}' if port else ''}"
     xspec = f"ssh_config={config_file}//ssh={alias}//python={python}"
     return [
         SshGatewaySpec(f"{label} #{k}", xspec, target=target, python=python, askpass=askpass,
+                       password=password,
                        tmp_dir=tmp_dir, data_ports=data_ports, index=k)
         for k in range(1, cores + 1)
     ]
+
+
+def _askpass_script() -> str:
+    path = os.path.join(private_dir(), "askpass")
+    with _private_lock:
+        if not os.path.exists(path):
+            _write_private(path, _ASKPASS_SCRIPT, 0o700)
+    return path
+
+
+@contextlib.contextmanager
+def _password_file(password: str | None) -> Iterator[str | None]:
+    """A 0600 file holding ``password`` for one login, removed right after it."""
+    if not password:
+        yield None
+        return
+    path = os.path.join(private_dir(), f"password-{uuid.uuid4().hex}")
+    _write_private(path, password + "\n", 0o600)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 # ---------------------------------------------------------------- starting
@@ -256,12 +279,13 @@ def _write_stderr(data: bytes) -> None:
         pass
 
 
-def ssh_environment(askpass: str | None) -> dict[str, str]:
+def ssh_environment(askpass: str | None, password_file: str | None) -> dict[str, str]:
     """The environment of one ssh process: ours, plus askpass when a password is used."""
     env = dict(os.environ)
-    if askpass:
+    if askpass and password_file:
         env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force",
                    DISPLAY=env.get("DISPLAY") or ":0")
+        env[_PASSWORD_FILE_VAR] = password_file
     return env
 
 
@@ -289,8 +313,9 @@ def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
     group.allocate_id(xspec)
     if xspec.execmodel is None:
         xspec.execmodel = group.remote_execmodel.backend
-    with _start_slot(spec.target):
-        io = _SshIO(gateway_io.ssh_args(xspec), group.execmodel, ssh_environment(spec.askpass))
+    with _start_slot(spec.target), _password_file(spec.password) as password_file:
+        env = ssh_environment(spec.askpass, password_file)
+        io = _SshIO(gateway_io.ssh_args(xspec), group.execmodel, env)
         io.remoteaddress = spec.target
         watchdog = threading.Timer(timeout, io.time_out)
         watchdog.daemon = True
