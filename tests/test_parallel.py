@@ -348,13 +348,6 @@ def _user_frames(error):
             if not fs.filename.startswith(skip)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a functional call that fails and is noticed later gets a synthesized "
-    "call-site traceback (Graph.synthesized_traceback) holding the whole stack at "
-    "submit time, caller frames included; raised from scheduling._run it is then "
-    "prefixed again by the same caller frames, so the user sees "
-    "[_run_recording, _run_recording, failing_pipeline] instead of "
-    "[_run_recording, failing_pipeline]"))
 def test_late_failure_traceback_has_each_caller_frame_once():
     args = (list(range(8)), 3, None, 0)
     plain = _run_recording(failing_pipeline, *args)[3]

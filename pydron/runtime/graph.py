@@ -76,9 +76,9 @@ def user_site() -> tuple | None:
         frame = frame.f_back
     chain = []
     while frame is not None:
+        if chain and id(frame.f_code) not in _inline_codes:
+            break  # the schedule function's caller: the raise itself passes through it
         chain.append((frame, frame.f_lasti, frame.f_lineno))
-        if id(frame.f_code) not in _inline_codes:
-            break
         frame = frame.f_back
         while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
             frame = frame.f_back
