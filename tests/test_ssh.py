@@ -188,6 +188,28 @@ def test_workers_report_remote_python_and_shipped_cloudpickle(server, tmp_path):
         pool.shutdown()
 
 
+@pydron.functional
+def noisy(x):
+    print("noise on stdout")
+    print(f"remote stderr line {x}", file=sys.stderr, flush=True)
+    return x
+
+
+def test_remote_output_does_not_disturb_and_stderr_is_passed_on(server, tmp_path, capfd):
+    pool = Pool(load_config(write_conf(tmp_path, key_entry(server))))
+    try:
+        graph = Graph(lambda: pool)
+        assert [graph.submit(noisy, (i,), {})._pd_result() for i in range(3)] == [0, 1, 2]
+        deadline = time.monotonic() + 5
+        seen = ""
+        while "remote stderr line 2" not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen += capfd.readouterr().err
+        assert "remote stderr line 2" in seen
+    finally:
+        pool.shutdown()
+
+
 def test_default_tmp_dir_is_removed(server, tmp_path):
     entry = key_entry(server)
     del entry["tmp_dir"]

@@ -5,7 +5,11 @@ becomes N ``SshGatewaySpec``: one ssh session and one remote Python each.
 
 * Every option goes into a per-entry ssh config file in a private (0700)
   directory of this process, used as ``ssh -F FILE ALIAS``; nothing but that
-  path and the alias is on ssh's command line.
+  path and the alias is on ssh's command line.  With ``-F``, ssh reads
+  neither ``~/.ssh/config`` nor ``/etc/ssh/ssh_config`` (so a ``ControlMaster``
+  there cannot leave a process behind): put what a host needs (``ProxyJump``,
+  known hosts, ...) in the entry's ``ssh_options``.  The default identities,
+  ``~/.ssh/known_hosts`` and the agent (``SSH_AUTH_SOCK``) still apply.
 * A password is handed to ssh by ``SSH_ASKPASS`` (with
   ``SSH_ASKPASS_REQUIRE=force``): a private script that prints the contents of
   a 0600 file, and only when ssh asks for a password.  The file exists only
