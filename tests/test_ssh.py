@@ -327,6 +327,17 @@ def test_missing_remote_python(server, tmp_path):
     assert "/nonexistent/python3" in message
 
 
+def test_python_version_mismatch(server, tmp_path):
+    fake = os.path.join(server.tmp, "python-3.9")  # readable by the test user
+    with open(fake, "w") as handle:
+        handle.write("#!/bin/sh\n# a python3 that says it is 3.9.1\nexec %s -c \"import sys; "
+                     "sys.version_info = (3, 9, 1, 'final', 0); "
+                     "exec(eval(sys.stdin.readline()))\"\n" % server.python)
+    os.chmod(fake, 0o755)
+    message = failure(server, tmp_path, key_entry(server, python=fake), "runs Python 3.9.1")
+    assert "master runs %d.%d" % sys.version_info[:2] in message
+
+
 def test_start_is_bounded(server, tmp_path, monkeypatch):
     monkeypatch.setattr(ssh, "SSH_START_TIMEOUT", 2)
     entry = key_entry(server)
