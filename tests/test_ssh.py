@@ -210,6 +210,45 @@ def test_remote_output_does_not_disturb_and_stderr_is_passed_on(server, tmp_path
         pool.shutdown()
 
 
+LOCAL_PACKAGE = {
+    "pd_userpkg/__init__.py": "from pd_userpkg.shapes import Point\n",
+    "pd_userpkg/shapes.py": (
+        "import pydron\n"
+        "from pydron.errors import PydronError\n"
+        "class Point:\n"
+        "    def __init__(self, x, y):\n"
+        "        self.x, self.y = x, y\n"
+        "@pydron.functional\n"
+        "def make(x, y):\n"
+        "    return Point(x, y)\n"
+        "def norm1(p):\n"
+        "    return abs(p.x) + abs(p.y)\n"
+    ),
+}
+
+
+def test_users_own_modules_are_shipped(server, tmp_path, monkeypatch):
+    source = tmp_path / "src"  # only root can read it: the remote user cannot
+    for name, text in LOCAL_PACKAGE.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    monkeypatch.syspath_prepend(str(source))
+    import pd_userpkg.shapes as shapes
+
+    try:
+        pool = Pool(load_config(write_conf(tmp_path, key_entry(server))))
+        try:
+            graph = Graph(lambda: pool)
+            point = graph.submit(shapes.make, (3, -4), {})
+            assert graph.submit(shapes.norm1, (point,), {})._pd_result() == 7
+            assert type(point._pd_result()) is shapes.Point  # by reference, both ways
+        finally:
+            pool.shutdown()
+    finally:
+        for name in ("pd_userpkg", "pd_userpkg.shapes"):
+            sys.modules.pop(name, None)
+
+
 def test_default_tmp_dir_is_removed(server, tmp_path):
     entry = key_entry(server)
     del entry["tmp_dir"]
@@ -463,12 +502,12 @@ def diff_sshd(sshd):
 def ssh_global_pool(diff_sshd, tmp_path_factory):
     """pydron's process-wide pool made of ssh workers, for the differential tests."""
     sshd = diff_sshd
-    import dhelpers
     import test_differential
     import test_differential_more
 
-    modules = (dhelpers, test_differential, test_differential_more)
-    for module in modules:  # the workers cannot import the tests' modules
+    # The workers cannot import these (they import pytest); dhelpers is shipped.
+    modules = (test_differential, test_differential_more)
+    for module in modules:
         cloudpickle.register_pickle_by_value(module)
     pools = {}
 

@@ -5,9 +5,10 @@ Every message is a tuple sent over an execnet channel:
 master -> worker
     ("init", {"sys_path": [...], "label": str})   once, first
       non-local workers (ssh, ...) also get "ship": {"tmp_dir": str or None,
-      "files": {"cloudpickle/__init__.py": source, ...}}; the worker writes
-      them into a fresh directory under tmp_dir, imports from there and
-      removes it when it ends
+      "files": {"cloudpickle/__init__.py": source, ...}} (cloudpickle and the
+      user's modules the master imported); the worker writes them into a
+      fresh directory under tmp_dir, imports from there and removes it when
+      it ends
     ("run", [TASK, ...])                           a batch of tasks
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])

@@ -21,9 +21,10 @@ becomes N ``SshGatewaySpec``: one ssh session and one remote Python each.
 * Start-up is bounded: ``ConnectTimeout``, server-alive probes and a watchdog
   that ends ssh after ``SSH_START_TIMEOUT`` seconds.
 
-The remote side needs only Python: the pool sends cloudpickle's source files
-in the worker's init message (``shipment``), and the worker writes them into
-a fresh directory under ``tmp_dir`` that it removes when it ends.
+The remote side needs only Python: the pool sends cloudpickle's source files,
+and those of the user's own modules the master has imported, in the worker's
+init message (``shipment``); the worker writes them into a fresh directory
+under ``tmp_dir``, puts it first on sys.path and removes it when it ends.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import uuid
@@ -364,13 +366,36 @@ def _start_failure(spec: SshGatewaySpec, code: int | None, io: _SshIO, timeout: 
 # ---------------------------------------------------------------- shipping
 
 
+#: At most this many bytes of the master's own modules go to each remote worker.
+SHIP_LIMIT = 16 * 2**20
+
 _shipment_cache: dict[str, str] | None = None
+
+#: A remote worker's ``pydron``: enough for the user's modules (``@pydron.functional``,
+#: ``@pydron.schedule``) to import there; the worker itself needs none of pydron.
+_PYDRON_STUB_MODULES = ("errors.py", "functional.py")
+_PYDRON_STUB = '''"""pydron on a remote worker: the decorators and errors only (shipped by the master)."""
+from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
+from pydron.functional import functional
+
+
+def schedule(fn):
+    """On a worker a schedule function runs as it is."""
+    return fn
+
+
+def shutdown():
+    pass
+'''
+_source_cache: dict[tuple[str, float], str] = {}
 
 
 def shipment(tmp_dir: str | None) -> dict[str, Any]:
     """What a worker that cannot use the master's sys.path gets in its init message.
 
-    ``files`` maps relative paths to the source text of cloudpickle's package.
+    ``files`` maps relative paths to source text: cloudpickle's package, and the
+    modules this process imported from outside the Python installation (the
+    user's own, which functions pickled by reference need; see ``local_modules``).
     """
     global _shipment_cache
     if _shipment_cache is None:
@@ -382,5 +407,54 @@ def shipment(tmp_dir: str | None) -> dict[str, Any]:
             if name.endswith(".py"):
                 with open(os.path.join(root, name), encoding="utf-8") as handle:
                     files[f"cloudpickle/{name}"] = handle.read()
+        import pydron
+
+        package = os.path.dirname(os.path.abspath(pydron.__file__))
+        for name in _PYDRON_STUB_MODULES:
+            with open(os.path.join(package, name), encoding="utf-8") as handle:
+                files[f"pydron/{name}"] = handle.read()
+        files["pydron/__init__.py"] = _PYDRON_STUB
         _shipment_cache = files
-    return {"tmp_dir": tmp_dir, "files": dict(_shipment_cache)}
+    return {"tmp_dir": tmp_dir, "files": {**local_modules(), **_shipment_cache}}
+
+
+def local_modules(limit: int | None = None) -> dict[str, str]:
+    """Source of the modules imported so far from sys.path entries outside the
+    Python installation (stdlib, site-packages), keyed by path relative to
+    their sys.path entry; pydron itself and ``__main__`` (pickled by value) excepted.
+    """
+    limit = SHIP_LIMIT if limit is None else limit
+    excluded = {os.path.abspath(p) for p in (
+        sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+        *(sysconfig.get_paths().get(k) or sys.prefix
+          for k in ("stdlib", "platstdlib", "purelib", "platlib")),
+    )}
+    roots = {os.path.abspath(entry or os.getcwd()) for entry in sys.path if isinstance(entry, str)}
+    files: dict[str, str] = {}
+    size = 0
+    for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
+        if name == "__main__" or name.partition(".")[0] in ("pydron", "cloudpickle"):
+            continue
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not path.endswith(".py"):
+            continue
+        path = os.path.abspath(path)
+        if any(path.startswith(directory + os.sep) for directory in excluded):
+            continue
+        package = os.path.basename(path) == "__init__.py"
+        relative = name.replace(".", "/") + ("/__init__.py" if package else ".py")
+        if not any(path == os.path.join(root, relative) for root in roots):
+            continue
+        try:
+            key = (path, os.stat(path).st_mtime)
+            text = _source_cache.get(key)
+            if text is None:
+                with open(path, encoding="utf-8") as handle:
+                    text = _source_cache[key] = handle.read()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if size + len(text) > limit:
+            break
+        size += len(text)
+        files[relative] = text
+    return files
