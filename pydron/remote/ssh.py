@@ -299,12 +299,13 @@ def ssh_environment(askpass: str | None, password_file: str | None) -> dict[str,
 #: ``MaxStartups 10:30:100`` drops new connections at random beyond 10
 #: unauthenticated ones, so many cores on one host log in a few at a time.
 MAX_STARTS_PER_HOST = 6
-_slots: dict[str, threading.BoundedSemaphore] = {}
+_slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
 
 
 def _start_slot(target: str) -> threading.BoundedSemaphore:
     with _private_lock:
-        return _slots.setdefault(target, threading.BoundedSemaphore(MAX_STARTS_PER_HOST))
+        key = (target, MAX_STARTS_PER_HOST)
+        return _slots.setdefault(key, threading.BoundedSemaphore(MAX_STARTS_PER_HOST))
 
 
 def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
@@ -331,6 +332,9 @@ def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
             gateway_bootstrap.bootstrap_exec(io, xspec)
         except Exception as exc:  # noqa: BLE001 - HostNotFound, EOFError, broken pipe ...
             failure = exc
+        except BaseException:  # e.g. Ctrl-C: leave no ssh behind
+            io.kill()
+            raise
         finally:
             watchdog.cancel()
     if failure is not None or io.popen.poll() is not None:
