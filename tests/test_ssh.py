@@ -109,8 +109,53 @@ def known_hosts(sshd):
             "StrictHostKeyChecking": "yes", "LogLevel": "ERROR"}
 
 
+_MATCHING_PYTHON: dict[str, str | None] = {}
+
+
+def matching_python(sshd):
+    """A Python of the master's minor version that the test user can run, or None.
+
+    Workers must run the master's version (functions travel as bytecode): the
+    test user's python3 is the system's, and the master's own interpreter
+    may sit where that user cannot reach it (e.g. pyenv under /root).
+    """
+    if sshd.tag not in _MATCHING_PYTHON:
+        import subprocess
+
+        minor = "%d.%d" % sys.version_info[:2]
+        found = None
+        for candidate in (sshd.python, os.path.realpath(sys.executable),
+                          f"/usr/bin/python{minor}", f"/usr/local/bin/python{minor}"):
+            if not candidate:
+                continue
+            probe = subprocess.run(
+                sshd.ssh_command(candidate, "-c", "'import sys; print(*sys.version_info[:2], sep=chr(46))'"),
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+            if probe.returncode == 0 and probe.stdout.strip() == minor:
+                found = candidate
+                break
+        _MATCHING_PYTHON[sshd.tag] = found
+    return _MATCHING_PYTHON[sshd.tag]
+
+
+def need_matching_python(sshd):
+    python = matching_python(sshd)
+    if python is None:
+        pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that the ssh test "
+                    f"user {sshd.user} can run (the master's {sys.executable} is out of its "
+                    f"reach; its python3 is another version), so no task can run remotely")
+    return python
+
+
+@pytest.fixture
+def runnable(server):
+    """Skip unless the test user has a Python of the master's version."""
+    return need_matching_python(server)
+
+
 def key_entry(sshd, **extra):
     entry = {"type": "ssh", "hostname": sshd.host, "port": sshd.port, "username": sshd.user,
+             "python": matching_python(sshd) or "python3",
              "identity_file": sshd.identity_file, "tmp_dir": sshd.user_tmp,
              "ssh_options": {**known_hosts(sshd), "IdentitiesOnly": "yes"}}
     entry.update(extra)
@@ -121,7 +166,7 @@ def password_entry(sshd, **extra):
     if sshd.password is None:
         pytest.skip("password login needs sshd running as root (a test user with a password)")
     entry = {"type": "ssh", "hostname": sshd.host, "port": sshd.port, "username": sshd.user,
-             "password": sshd.password, "tmp_dir": sshd.user_tmp,
+             "python": matching_python(sshd) or "python3", "password": sshd.password, "tmp_dir": sshd.user_tmp,
              "ssh_options": known_hosts(sshd)}
     entry.update(extra)
     return entry
@@ -157,7 +202,7 @@ def all_cmdlines():
 # ------------------------------------------------------------------ running
 
 
-def test_schedule_on_two_ssh_workers_with_key(global_pool, server):
+def test_schedule_on_two_ssh_workers_with_key(global_pool, server, runnable):
     global_pool(key_entry(server, cores=2))
     expected = pipeline(6)
     got = scheduled_pipeline(6)
@@ -176,7 +221,7 @@ def test_schedule_on_two_ssh_workers_with_key(global_pool, server):
         assert args[:4] == ["ssh", "-C", "-F", args[3]] and args[4] == "pydron-worker"
 
 
-def test_workers_report_remote_python_and_shipped_cloudpickle(server, tmp_path):
+def test_workers_report_remote_python_and_shipped_cloudpickle(server, runnable, tmp_path):
     pool = Pool(load_config(write_conf(tmp_path, key_entry(server, cores=2))))
     try:
         graph = Graph(lambda: pool)
@@ -195,7 +240,7 @@ def noisy(x):
     return x
 
 
-def test_remote_output_does_not_disturb_and_stderr_is_passed_on(server, tmp_path, capfd):
+def test_remote_output_does_not_disturb_and_stderr_is_passed_on(server, runnable, tmp_path, capfd):
     pool = Pool(load_config(write_conf(tmp_path, key_entry(server))))
     try:
         graph = Graph(lambda: pool)
@@ -227,7 +272,7 @@ LOCAL_PACKAGE = {
 }
 
 
-def test_users_own_modules_are_shipped(server, tmp_path, monkeypatch):
+def test_users_own_modules_are_shipped(server, runnable, tmp_path, monkeypatch):
     source = tmp_path / "src"  # only root can read it: the remote user cannot
     for name, text in LOCAL_PACKAGE.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
@@ -249,7 +294,7 @@ def test_users_own_modules_are_shipped(server, tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
-def test_default_tmp_dir_is_removed(server, tmp_path):
+def test_default_tmp_dir_is_removed(server, runnable, tmp_path):
     entry = key_entry(server)
     del entry["tmp_dir"]
     pool = Pool(load_config(write_conf(tmp_path, entry)))
@@ -265,7 +310,7 @@ def test_default_tmp_dir_is_removed(server, tmp_path):
     assert not os.path.exists(shipped)
 
 
-def test_schedule_with_password(global_pool, server):
+def test_schedule_with_password(global_pool, server, runnable):
     conf = global_pool(password_entry(server, cores=2))
     assert scheduled_pipeline(4)[:2] == pipeline(4)[:2]
     password = server.password
@@ -288,7 +333,7 @@ def test_schedule_with_password(global_pool, server):
             assert password not in handle.read(), name
 
 
-def test_agent_auth_and_many_cores(server, tmp_path, monkeypatch):
+def test_agent_auth_and_many_cores(server, runnable, tmp_path, monkeypatch):
     import subprocess
 
     socket_path = str(tmp_path / "agent.sock")
@@ -502,6 +547,7 @@ def diff_sshd(sshd):
 def ssh_global_pool(diff_sshd, tmp_path_factory):
     """pydron's process-wide pool made of ssh workers, for the differential tests."""
     sshd = diff_sshd
+    need_matching_python(sshd)
     import test_differential
     import test_differential_more
 
@@ -579,7 +625,7 @@ time.sleep(120)
 
 
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL"])
-def test_remote_workers_end_with_the_master(server, tmp_path, how):
+def test_remote_workers_end_with_the_master(server, runnable, tmp_path, how):
     import signal
     import subprocess
 
