@@ -203,11 +203,6 @@ def collect_dict_setitem(xs):
     return list(d.values())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: mutating a container created inside the schedule function "
-    "(out.append(f(x)), out[i] = f(x), d[k] = f(x)) is routed as a sync point "
-    "(syncpoints._call_sync / store_subscr call graph.sync()), so each loop "
-    "iteration waits for the previous call: 4 x 0.4 s take 1.6 s, no overlap"))
 @pytest.mark.parametrize("pipeline", [collect_append, collect_setitem, collect_dict_setitem],
                          ids=["append", "setitem", "dict-setitem"])
 def test_local_container_mutation_overlaps(pipeline):

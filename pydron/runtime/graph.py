@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pydron.runtime.future import CONDITION, DONE, FAILED, PENDING, Future, latest, _MISSING
-from pydron.runtime.resolve import find_futures, resolve_deep, substitute
+from pydron.runtime.resolve import find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
 _local = threading.local()
@@ -97,6 +97,16 @@ class Graph:
         self._failures: list[Future] = []
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
         self._raised_tb: dict[int, types.TracebackType] = {}
+        # Containers built by the schedule function that nothing outside has
+        # seen yet: mutating them is not a sync point. id -> container.
+        self.local: dict[int, Any] = {}
+        self.collecting = False  # a pure built-in is materialising a generator expression
+
+    def add_local(self, container: Any) -> None:
+        """Record a container only the schedule function holds (see ``local``)."""
+        if len(self.local) > 100_000:
+            self.local.clear()  # forgetting is safe: mutations just become sync points
+        self.local[id(container)] = container
 
     # -- issuing ----------------------------------------------------------
     def _next(self, site: Any, label: str) -> Future:
@@ -113,7 +123,7 @@ class Graph:
         """Issue a functional call; it runs on a worker once its inputs are known."""
         self.pool  # noqa: B018 - start the workers now: a bad configuration is raised at the call
         future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
-        self._start(Task.make(future, fn, args, kwargs), self._dispatch_remote)
+        self._start(Task.make(future, fn, snapshot(args), snapshot(kwargs)), self._dispatch_remote)
         return future
 
     def defer(self, op: Callable[..., Any], args: tuple) -> Any:
@@ -121,7 +131,7 @@ class Graph:
         if all(latest(f)._pd_state is DONE for f in find_futures(args)):
             return op(*resolve_deep(args))
         future = self._next(user_site(), getattr(op, "__name__", "operation"))
-        self._start(Task.make(future, op, args, {}), self._run_local)
+        self._start(Task.make(future, op, snapshot(args), {}), self._run_local)
         return future
 
     def defer_inplace(self, op: Callable[[Any, Any], Any], target: Future, other: Any) -> Future:
@@ -135,7 +145,7 @@ class Graph:
 
         apply.__name__ = op.__name__
         result = self._next(user_site(), op.__name__)
-        task = Task.make(result, apply, (target, other), {})
+        task = Task.make(result, apply, (target, snapshot(other)), {})
         object.__setattr__(target, "_pd_mutated_by", result)
         self._start(task, self._run_local)
         return result

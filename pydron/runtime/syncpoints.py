@@ -20,6 +20,7 @@ from pydron.functional import MARK
 from pydron.runtime.future import Future
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
 from pydron.runtime.graph import _inline_codes
+from pydron.runtime import purity
 from pydron.runtime.resolve import contains_future, resolve_deep
 
 SCHEDULE_MARK = "__pydron_schedule__"
@@ -32,27 +33,6 @@ def register_inline(code: types.CodeType) -> None:
     """Mark a rewritten code object as safe to run inline with futures."""
     _keep_alive.append(code)
     _inline_codes.add(id(code))
-
-
-# Built-ins that neither have side effects nor call user code (unless given a
-# callable, see ``_call_pure``). Kept in one place; extended by issue 5 work.
-PURE: set[int] = {
-    id(f) for f in (
-        abs, all, any, ascii, bin, bool, bytes, callable, chr, complex, dict,
-        divmod, enumerate, float, format, frozenset, hash, hex, id, int,
-        isinstance, issubclass, iter, len, list, max, min, oct, ord, pow,
-        range, repr, reversed, round, set, slice, sorted, str, sum, tuple,
-        type, zip, map, filter,
-    )
-}
-PURE.update(id(getattr(math, name)) for name in dir(math) if callable(getattr(math, name)))
-PURE.update(
-    id(getattr(operator, name)) for name in dir(operator)
-    if not name.startswith("_") and callable(getattr(operator, name))
-    and name not in ("setitem", "delitem", "iadd", "iand", "iconcat", "ifloordiv",
-                     "ilshift", "imod", "imul", "imatmul", "ior", "ipow", "irshift",
-                     "isub", "itruediv", "ixor", "call", "methodcaller")
-)
 
 
 def route(fn: Any) -> Any:
@@ -87,7 +67,9 @@ def _route(graph: Graph, fn: Any, protected: bool) -> Any:
         inner = getattr(fn.__func__, SCHEDULE_MARK, None)
         if inner is not None:
             return partial(_call_inline, graph, protected, types.MethodType(inner, fn.__self__))
-    if id(fn) in PURE:
+    elif kind is types.BuiltinMethodType and id(getattr(fn, "__self__", None)) in graph.local:
+        return partial(_call_local_method, graph, fn, protected)
+    if purity.is_pure(fn):
         return partial(_call_pure, graph, fn, protected)
     return partial(_call_sync, graph, fn, protected)
 
@@ -108,21 +90,81 @@ def _call_inline(graph: Graph, protected: bool, fn: Callable[..., Any], *args: A
     return result
 
 
-def _call_pure(graph: Graph, fn: Callable[..., Any], protected: bool, *args: Any, **kwargs: Any) -> Any:
+def _calls_back(args: tuple, kwargs: dict) -> bool:
+    """True if an argument is a callable that may run user code with side effects."""
     for value in (*args, *kwargs.values()):
-        if callable(value) and not isinstance(value, type) and getattr(value, MARK, False) is not True:
-            return _call_sync(graph, fn, protected, *args, **kwargs)
-    if contains_future(args) or contains_future(kwargs):
-        args = resolve_deep(args)
-        kwargs = resolve_deep(kwargs)
+        if (type(value) is not Future and callable(value) and not isinstance(value, type)
+                and not purity.is_pure(value)
+                and getattr(value, MARK, False) is not True):
+            return True
+    return False
+
+
+def _call_pure(graph: Graph, fn: Callable[..., Any], protected: bool, *args: Any, **kwargs: Any) -> Any:
+    if _calls_back(args, kwargs):
+        return _call_sync(graph, fn, protected, *args, **kwargs)
+    key = id(fn)
+    if key in purity.STRUCTURAL:
+        if fn is map and args and getattr(args[0], MARK, False) is True:
+            return _functional_map(graph, args[0], args[1:])
+        args = tuple(_collect(graph, a) if key in purity.FRESH else resolve_top(a) for a in args)
+        result = fn(*args, **{k: resolve_top(v) for k, v in kwargs.items()})
+    else:
+        if key not in purity.SHORT_CIRCUIT:
+            args = tuple(_collect(graph, a) for a in args)
+        if contains_future(args) or contains_future(kwargs):
+            return graph.defer(_apply_kwargs, (fn, args, kwargs))
+        result = fn(*args, **kwargs)
+    if key in purity.FRESH:
+        graph.add_local(result)
+    return result
+
+
+def _apply_kwargs(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     return fn(*args, **kwargs)
+
+
+def _collect(graph: Graph, value: Any) -> Any:
+    """A generator expression handed to a pure built-in: its items, futures and all.
+
+    ``sum(f(x) for x in xs)`` then issues every call before any is needed.
+    """
+    if type(value) is types.GeneratorType and id(value.gi_code) in _inline_codes:
+        previous, graph.collecting = graph.collecting, True
+        try:
+            return list(value)
+        finally:
+            graph.collecting = previous
+    return resolve_top(value)
+
+
+def _functional_map(graph: Graph, fn: Callable[..., Any], iterables: tuple) -> Any:
+    """``map`` over a functional function: each item is a task, issued as the map is consumed."""
+    for args in zip(*(resolve_top(i) for i in iterables)):
+        if current_graph() is graph:
+            yield graph.submit(fn, args, {})
+        else:  # consumed by code outside the schedule function: a plain call
+            yield fn(*args)
+
+
+_LOCAL_METHOD_TYPES = (list, dict, set)
+
+
+def _call_local_method(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any) -> Any:
+    """A method of a container that only the schedule function holds: no sync needed."""
+    if _calls_back(args, kwargs) or type(fn.__self__) not in _LOCAL_METHOD_TYPES:
+        return _call_sync(graph, fn, protected, *args, **kwargs)
+    result = fn(*args, **kwargs)
+    if fn.__name__ == "copy":
+        graph.add_local(result)
+    return result
 
 
 def _call_sync(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any) -> Any:
     graph.sync()
-    fn = resolve_deep(fn)
-    args = resolve_deep(args)
-    kwargs = resolve_deep(kwargs)
+    fn = resolve_deep(fn, graph.local)
+    args = resolve_deep(args, graph.local)
+    kwargs = resolve_deep(kwargs, graph.local)
     previous = set_current_graph(None)
     try:
         return fn(*args, **kwargs)
@@ -130,12 +172,28 @@ def _call_sync(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any
         set_current_graph(previous)
 
 
+def local(container: Any) -> Any:
+    """A container the schedule function just built: local until it escapes."""
+    graph = current_graph()
+    if graph is not None and type(container) in _LOCAL_METHOD_TYPES:
+        graph.add_local(container)
+    return container
+
+
+def _is_local(obj: Any) -> Graph | None:
+    graph = current_graph()
+    if graph is not None and id(obj) in graph.local:
+        return graph
+    return None
+
+
 # -- statements that are sync points -------------------------------------------
 def _sync_and_resolve(*values: Any) -> tuple:
     graph = current_graph()
-    if graph is not None:
-        graph.sync()
-    return tuple(resolve_deep(v) for v in values)
+    if graph is None:
+        return values
+    graph.sync()
+    return tuple(resolve_deep(v, graph.local) for v in values)
 
 
 def store_attr(obj: Any, name: str, value: Any) -> None:
@@ -145,13 +203,19 @@ def store_attr(obj: Any, name: str, value: Any) -> None:
 
 
 def store_subscr(obj: Any, key: Any, value: Any) -> None:
-    """``obj[key] = value``: a sync point."""
+    """``obj[key] = value``: a sync point, unless ``obj`` is a local container."""
+    if _is_local(obj) is not None:
+        obj[resolve_top(key)] = value
+        return
     obj, key, value = _sync_and_resolve(obj, key, value)
     obj[key] = value
 
 
 def store_slice(obj: Any, start: Any, stop: Any, value: Any) -> None:
-    """``obj[start:stop] = value``: a sync point."""
+    """``obj[start:stop] = value``: a sync point, unless ``obj`` is a local container."""
+    if _is_local(obj) is not None:
+        obj[resolve_top(start):resolve_top(stop)] = value
+        return
     obj, start, stop, value = _sync_and_resolve(obj, start, stop, value)
     obj[start:stop] = value
 
@@ -163,7 +227,10 @@ def delete_attr(obj: Any, name: str) -> None:
 
 
 def delete_subscr(obj: Any, key: Any) -> None:
-    """``del obj[key]``: a sync point."""
+    """``del obj[key]``: a sync point, unless ``obj`` is a local container."""
+    if _is_local(obj) is not None:
+        del obj[resolve_top(key)]
+        return
     obj, key = _sync_and_resolve(obj, key)
     del obj[key]
 
@@ -181,8 +248,17 @@ def publish(value: Any) -> Any:
 
 
 def resolve(value: Any) -> Any:
-    """A value that must be concrete (closure cells, yielded values): waits for it only."""
-    return resolve_deep(value)
+    """A value that code elsewhere may see (closure cells): waits for it, and it escapes."""
+    graph = current_graph()
+    return resolve_deep(value, graph.local if graph is not None else None)
+
+
+def resolve_yield(value: Any) -> Any:
+    """A yielded value: concrete, unless a pure built-in is collecting a generator expression."""
+    graph = current_graph()
+    if graph is not None and graph.collecting:
+        return value
+    return resolve(value)
 
 
 def resolve_top(value: Any) -> Any:
@@ -208,9 +284,14 @@ def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     special = "__" + op.__name__ + "__"
 
     def inplace(target: Any, other: Any) -> Any:
-        # Futures and immutable values are rebound, never mutated: no sync needed.
+        # Futures and immutable values are rebound, never mutated; local
+        # containers are seen by no one else: no sync needed.
         if type(target) is Future or getattr(type(target), special, None) is None:
             return op(target, other)
+        if _is_local(target) is not None:
+            # A future operand would take over through its reflected operator
+            # and rebind the name instead of mutating the container.
+            return op(target, resolve_top(other))
         other, = _sync_and_resolve(other)
         return op(target, other)
 

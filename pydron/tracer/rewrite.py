@@ -39,6 +39,7 @@ class Plan:
     protected: set[int] = field(default_factory=set)
     wraps: dict[tuple, bool] = field(default_factory=dict)  # producer -> protected
     syncs_before: set[int] = field(default_factory=set)
+    local_builds: set[int] = field(default_factory=set)  # containers that become local variables
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -65,7 +66,7 @@ def rewrite_code(code: types.CodeType) -> types.CodeType:
         raise RewriteError(
             f"{code.co_filename}, line {code.co_firstlineno}: cannot analyse "
             f"{code.co_qualname}: {exc}") from None
-    plan = analyse(items, flow, spec)
+    plan = analyse(items, flow, spec, code_kind(code))
     new_items = _emit(items, plan, spec, code_kind(code) == "generator")
     bc.clear()
     bc.extend(new_items)
@@ -135,9 +136,29 @@ def _user_handler(items: list[Any], start: int) -> bool:
     return False
 
 
-def analyse(items: list[Any], flow: Flow, spec: Spec311) -> Plan:
+BUILDS = ("BUILD_LIST", "BUILD_MAP", "BUILD_SET", "BUILD_CONST_KEY_MAP")
+STORES = ("STORE_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_MAYBE_NULL")
+
+
+def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "function") -> Plan:
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
+    ends = STORES + (("RETURN_VALUE",) if kind == "comprehension" else ())
+    def stored(index: int) -> bool:
+        consumers = flow.consumers.get((index, 0), ())
+        return bool(consumers) and all(items[ci].name in ends for ci, _ in consumers)
+
+    def built(producers: frozenset) -> bool:
+        return all(p[0] != "handler" and items[p[0]].name in BUILDS for p in producers)
+
+    for index, item in enumerate(items):
+        if not isinstance(item, Instr) or index not in flow.before:
+            continue
+        if item.name in BUILDS and stored(index):
+            plan.local_builds.add(index)
+        elif (item.name == "BINARY_OP" and int(item.arg) in (0, 5) and stored(index)
+              and (built(flow.before[index][-1]) or built(flow.before[index][-2]))):
+            plan.local_builds.add(index)  # ``[None] * n``, ``[] + other``: a fresh container
 
     def is_null(producer: tuple) -> bool:
         if producer[0] == "handler":
@@ -266,6 +287,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
                 out.extend(wrap)
             continue
         out.extend(_statement(item, spec, generator))
+        if index in plan.local_builds:
+            out.extend(_helper_on_top(sp.local, spec, location))
     return out
 
 
@@ -320,5 +343,6 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
     if name == "MATCH_CLASS":
         return [*swaps(3), *_helper_on_top(sp.resolve_top, spec, location), *swaps(3), item]
     if name == "YIELD_VALUE" and generator:
-        return [*_helper_on_top(sp.resolve, spec, location), item]
+        return [*_helper_on_top(sp.resolve_yield, spec, location), item]
+
     return [_nested(item)]
