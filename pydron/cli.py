@@ -37,6 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     run.set_defaults(func=_run)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show where a schedule function still serialises, and why",
+        description="Report, line by line, the sync points of MODULE:FUNCTION and which "
+        "loops run their functional calls in parallel.",
+    )
+    explain.add_argument("target", metavar="MODULE:FUNCTION",
+                         help="e.g. mypipeline:calibrate or path/to/file.py:calibrate")
+    explain.set_defaults(func=_explain)
     return parser
 
 
@@ -72,4 +82,33 @@ def _run(args: argparse.Namespace) -> int:
         runpy.run_path(args.script, run_name="__main__")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import importlib
+    import runpy
+
+    from pydron.tracer.explain import explain
+
+    module_name, _, function_name = args.target.rpartition(":")
+    if not module_name or not function_name:
+        print(f"pydron: error: expected MODULE:FUNCTION, got {args.target!r}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, os.getcwd())
+    try:
+        if module_name.endswith(".py"):
+            namespace = runpy.run_path(module_name, run_name="__pydron_explain__")
+        else:
+            namespace = vars(importlib.import_module(module_name))
+    except (ImportError, OSError) as exc:
+        print(f"pydron: error: cannot load {module_name}: {exc}", file=sys.stderr)
+        return 2
+    target: object = namespace
+    for part in function_name.split("."):
+        target = target.get(part) if isinstance(target, dict) else getattr(target, part, None)
+        if target is None:
+            print(f"pydron: error: {module_name} has no function {function_name!r}", file=sys.stderr)
+            return 2
+    print(explain(target))
     return 0

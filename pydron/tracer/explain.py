@@ -1,0 +1,184 @@
+"""``pydron explain``: where a schedule function still serialises, and why.
+
+Uses the rewrite's own analysis (``rewrite.analyse``): the same call sites,
+protected regions and local containers. Callables are named statically from
+the function's globals and builtins, as they are at the time of the report.
+"""
+from __future__ import annotations
+
+import builtins
+import types
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from bytecode import Bytecode, Instr, Label
+
+from pydron.functional import is_functional
+from pydron.runtime import purity
+from pydron.runtime.syncpoints import SCHEDULE_MARK
+from pydron.tracer.rewrite import analyse, code_kind
+from pydron.tracer.stack import simulate
+from pydron.tracer.versions import current_spec
+
+STATEMENTS = {
+    "STORE_ATTR": "`{}` attribute assignment: a sync point",
+    "DELETE_ATTR": "`del` of attribute `{}`: a sync point",
+    "STORE_GLOBAL": "assignment to global `{}`: a sync point",
+    "STORE_SUBSCR": "item assignment: a sync point unless the container was built in this function",
+    "DELETE_SUBSCR": "`del` of an item: a sync point unless the container was built in this function",
+}
+
+
+@dataclass
+class Finding:
+    """One line of the report."""
+
+    line: int
+    text: str
+    sync: bool
+
+
+def explain(fn: Callable[..., Any]) -> str:
+    """A line-by-line report of ``fn``'s sync points and parallel loops."""
+    fn = getattr(fn, SCHEDULE_MARK, None) and getattr(fn, "__wrapped__", fn) or fn
+    if not isinstance(fn, types.FunctionType):
+        raise TypeError(f"pydron.explain needs a function, got {type(fn).__name__}")
+    findings: list[Finding] = []
+    loops: list[tuple[int, int, str]] = []
+    _explain_code(fn.__code__, fn.__globals__, findings, loops)
+    return _render(fn, findings, loops)
+
+
+def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding],
+                  loops: list[tuple[int, int, str]]) -> None:
+    spec = current_spec()
+    items = list(Bytecode.from_code(code, conserve_exception_block_stackdepth=True))
+    flow = simulate(items, spec)
+    plan = analyse(items, flow, spec, code_kind(code))
+    loops.extend(_loops(items))
+    containers = _local_container_names(items, flow, plan)
+    for index, protected in plan.routed_calls.items():
+        producers = flow.before[index][-spec.call_slots(items[index])[1]]
+        name, target = _callable(items, producers, namespace)
+        line = _line(items, index)
+        owner = name.rpartition(".")[0]
+        if target is None and owner in containers:
+            text, sync = f"`{name}` on a container built here: no sync point", False
+        elif target is not None and is_functional(target):
+            text, sync = f"`{name}` is functional: a task", False
+            if protected:
+                text, sync = f"`{name}` is functional, inside try/with: it runs before the next statement", True
+        elif target is not None and getattr(target, SCHEDULE_MARK, None) is not None:
+            text, sync = f"`{name}` is a schedule function: runs inline, in the same graph", False
+        elif target is not None and purity.is_pure(target):
+            text, sync = f"`{name}` is pure: no sync point", False
+        elif target is None:
+            text, sync = (f"call of `{name}` (known only at run time): a sync point unless it is "
+                          f"functional, pure, or a method of a list/dict/set built here"), True
+        else:
+            text, sync = f"call to `{name}` (not functional): a sync point", True
+        findings.append(Finding(line, text, sync))
+    seen_protected_lines = set()
+    for index, item in enumerate(items):
+        if not isinstance(item, Instr):
+            continue
+        line = _line(items, index)
+        if item.name in STATEMENTS:
+            arg = item.arg if isinstance(item.arg, str) else ""
+            findings.append(Finding(line, STATEMENTS[item.name].format(arg), True))
+        elif item.name == "BEFORE_WITH":
+            findings.append(Finding(line, "entering a `with` block: a sync point; calls inside run one at a time", True))
+        elif index in plan.protected and line not in seen_protected_lines and item.name == "NOP":
+            seen_protected_lines.add(line)
+            findings.append(Finding(line, "entering a `try` block: a sync point; calls inside run one at a time", True))
+        elif item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
+            _explain_code(item.arg, namespace, findings, loops)
+
+
+def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
+    """Local variables that only ever hold containers this function built."""
+    stores: dict[str, list[bool]] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, Instr) and item.name == "STORE_FAST" and index in flow.before:
+            producers = flow.before[index][-1]
+            stores.setdefault(item.arg, []).append(
+                all(p[0] in plan.local_builds for p in producers))
+    return {name for name, flags in stores.items() if all(flags)}
+
+
+def _loops(items: list[Any]) -> list[tuple[int, int, str]]:
+    """(first line, last line, kind) of each loop, from its backward jump."""
+    labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
+    found = []
+    for index, item in enumerate(items):
+        if isinstance(item, Instr) and item.name.startswith("JUMP_BACKWARD") and isinstance(item.arg, Label):
+            start = labels[id(item.arg)]
+            header = next((items[j] for j in range(start, index) if isinstance(items[j], Instr)), None)
+            kind = "for" if header is not None and header.name == "FOR_ITER" else "while"
+            first = _line(items, start + 1) or _line(items, start)
+            lines = [_line(items, j) for j in range(start, index + 1) if isinstance(items[j], Instr)]
+            lines = [n for n in lines if n]
+            if first and lines:
+                found.append((first, max(lines), kind))
+    return found
+
+
+def _line(items: list[Any], index: int) -> int | None:
+    for item in items[index:]:
+        if isinstance(item, Instr):
+            return item.lineno
+    return None
+
+
+def _callable(items: list[Any], producers: frozenset, namespace: dict) -> tuple[str, Any]:
+    """A readable name for the callable, and the object it names now (or None)."""
+    if len(producers) != 1:
+        return "<expression>", None
+    index, _ = next(iter(producers))
+    if index == "handler":
+        return "<expression>", None
+    instr = items[index]
+    name = instr.arg[-1] if isinstance(instr.arg, tuple) else instr.arg
+    if instr.name in ("LOAD_GLOBAL", "LOAD_NAME"):
+        if name in namespace:
+            return name, namespace[name]
+        return name, getattr(builtins, name, None)
+    if instr.name in ("LOAD_ATTR", "LOAD_METHOD") and index > 0:
+        base_name, base = _callable(items, frozenset({(index - 1, 0)}), namespace)
+        if base is not None and isinstance(base, types.ModuleType):
+            return f"{base_name}.{name}", getattr(base, name, None)
+        return f"{base_name}.{name}", None
+    if instr.name in ("LOAD_FAST", "LOAD_DEREF"):
+        return str(name), None
+    return "<expression>", None
+
+
+def _render(fn: types.FunctionType, findings: list[Finding], loops: list[tuple[int, int, str]]) -> str:
+    code = fn.__code__
+    out = [f"{fn.__qualname__} ({code.co_filename}, line {code.co_firstlineno})"]
+    findings = sorted({(f.line, f.text): f for f in findings if f.line}.values(), key=lambda f: f.line)
+    loops = sorted(set(loops))
+
+    def enclosing(line: int) -> tuple[int, int, str] | None:
+        inside = [loop for loop in loops if loop[0] <= line <= loop[1]]
+        return max(inside, key=lambda loop: loop[0]) if inside else None
+
+    for finding in findings:
+        text = f"  line {finding.line}: {finding.text}"
+        loop = enclosing(finding.line) if finding.sync else None
+        if loop is not None:
+            text += (f", inside the `{loop[2]}` loop of line {loop[0]}, so its iterations "
+                     f"run one after another")
+        out.append(text)
+    for first, last, kind in loops:
+        inside = [f for f in findings if first <= f.line <= last]
+        tasks = [f for f in inside if "is functional: a task" in f.text]
+        syncs = [f for f in inside if f.sync]
+        if tasks and not syncs:
+            out.append(f"  loop of line {first} (`{kind}`): its functional calls run in parallel")
+        elif tasks:
+            where = ", ".join(str(f.line) for f in syncs)
+            out.append(f"  loop of line {first} (`{kind}`): serialised by the sync point(s) on line {where}")
+    if len(out) == 1:
+        out.append("  no calls and no sync points")
+    return "\n".join(out)
