@@ -425,9 +425,9 @@ def test_python_version_mismatch(server, tmp_path):
 def test_start_is_bounded(server, tmp_path, monkeypatch):
     monkeypatch.setattr(ssh, "SSH_START_TIMEOUT", 2)
     entry = key_entry(server)
-    entry["ssh_options"] = {**entry["ssh_options"], "ProxyCommand": "sleep 60"}
+    entry["ssh_options"] = {**entry["ssh_options"], "ProxyCommand": "sleep 60.4242"}
     failure(server, tmp_path, entry, "within 2 s")
-    assert not [line for line in all_cmdlines() if line.strip() == "sleep 60"]
+    assert not [line for line in all_cmdlines() if line.strip() == "sleep 60.4242"]
 
 
 # ------------------------------------------------------------------ configuration
