@@ -101,6 +101,9 @@ class Graph:
         # seen yet: mutating them is not a sync point. id -> container.
         self.local: dict[int, Any] = {}
         self.collecting = False  # a pure built-in is materialising a generator expression
+        # Calls issued after a failure that a handler caught: the sequential run
+        # never made them, so their failures are dropped. (first seq, last seq).
+        self._discarded: list[tuple[int, int]] = []
 
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
@@ -218,7 +221,7 @@ class Graph:
         object.__setattr__(future, "_pd_origin", origin)
         object.__setattr__(future, "_pd_state", FAILED)
         self._outstanding.pop(id(future), None)
-        if origin is future:
+        if origin is future and not any(lo <= future._pd_seq <= hi for lo, hi in self._discarded):
             self._failures.append(future)
         CONDITION.notify_all()
         return self._release_locked(future, origin)
@@ -305,6 +308,33 @@ class Graph:
                 return
             earlier.__context__ = None
             raise
+
+    def reconcile(self, error: BaseException) -> BaseException:
+        """A handler is about to catch ``error``: the exception the sequential run would catch.
+
+        An earlier call that failed wins over ``error``. Calls issued after the
+        winning failure never happened sequentially: their failures are dropped.
+        """
+        if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            return error
+        with CONDITION:
+            while self._outstanding:
+                CONDITION.wait(0.5)
+                if self._outstanding:
+                    self._check_liveness_locked()
+        cutoff = self._raised.get(id(error), self._seq + 1)
+        if self._failures:
+            earliest = min(self._failures, key=lambda f: f._pd_seq)
+            if earliest._pd_seq < cutoff:
+                try:
+                    self._raise(earliest)
+                except BaseException as winner:  # noqa: BLE001 - we only want it built
+                    winner.__context__ = error.__context__
+                    error = winner
+                cutoff = earliest._pd_seq
+        self._failures = [f for f in self._failures if f._pd_seq < cutoff]
+        self._discarded.append((cutoff + 1, self._seq))
+        return error
 
     def _raise(self, origin: Future) -> None:
         error = origin._pd_error

@@ -261,6 +261,14 @@ def resolve_yield(value: Any) -> Any:
     return resolve(value)
 
 
+def reconcile(error: BaseException) -> BaseException:
+    """At a handler of a block whose calls overlapped: the exception it should see."""
+    graph = current_graph()
+    if graph is None or not isinstance(error, BaseException):
+        return error
+    return graph.reconcile(error)
+
+
 def resolve_top(value: Any) -> Any:
     """A value whose identity or type is tested (``is None``, ``match``): waits for it."""
     return value._pd_result() if type(value) is Future else value

@@ -17,6 +17,7 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import syncpoints as sp
+from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, simulate
 from pydron.tracer.versions import Spec311, current_spec
 
@@ -40,6 +41,7 @@ class Plan:
     wraps: dict[tuple, bool] = field(default_factory=dict)  # producer -> protected
     syncs_before: set[int] = field(default_factory=set)
     local_builds: set[int] = field(default_factory=set)  # containers that become local variables
+    overlap: Overlap = field(default_factory=Overlap)  # try/with blocks whose calls overlap
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -143,6 +145,8 @@ STORES = ("STORE_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST", "STORE_
 def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "function") -> Plan:
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
+    plan.overlap = find_overlap(items, spec, plan.protected)
+    one_at_a_time = plan.protected - plan.overlap.items
     ends = STORES + (("RETURN_VALUE",) if kind == "comprehension" else ())
     def stored(index: int) -> bool:
         consumers = flow.consumers.get((index, 0), ())
@@ -189,7 +193,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
         wraps: dict[tuple, bool] = {}
         for index, slot in calls.items():
             for producer in slot:
-                wraps[producer] = wraps.get(producer, False) or index in plan.protected
+                wraps[producer] = wraps.get(producer, False) or index in one_at_a_time
         bad: set[int] = set()
         for producer in wraps:
             fed = {ci for ci, depth in flow.consumers.get(producer, ())}
@@ -205,7 +209,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
             del calls[index]
             plan.native_calls.append(index)
     plan.wraps = wraps
-    plan.routed_calls = {index: index in plan.protected for index in calls}
+    plan.routed_calls = {index: index in one_at_a_time for index in calls}
     return plan
 
 
@@ -250,10 +254,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
     for (index, output), protected in plan.wraps.items():
         wrapped_outputs.setdefault(index, {})[output] = protected
     last_protected = False
+    # Handlers are entered by an exception, never by falling into them.
+    labels = {id(item): i for i, item in enumerate(items) if isinstance(item, Label)}
+    handler_starts = {_first_instr_after(items, labels[id(item.target)])
+                      for item in items if isinstance(item, TryBegin)}
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
-            if covered in plan.protected and not last_protected:
+            if covered in plan.protected and not last_protected and covered not in handler_starts:
                 location = items[covered].location
                 out.extend(_sync_statement(spec, location))
             out.append(item)
@@ -263,8 +271,10 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             continue
         last_protected = index in plan.protected
         location = item.location
-        if index in plan.syncs_before or item.name == "BEFORE_WITH":
+        if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
             out.extend(_sync_statement(spec, location))
+        if index in plan.overlap.reconcile:
+            out.extend(_helper_on_top(sp.reconcile, spec, location))
         outputs = wrapped_outputs.get(index)
         if outputs:
             protected = any(outputs.values())
@@ -289,6 +299,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
         out.extend(_statement(item, spec, generator))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
+        if index in plan.overlap.sync_after:
+            out.extend(_sync_statement(spec, location))
     return out
 
 
