@@ -113,6 +113,16 @@ class Pool:
         return list(self._workers)
 
     # -- submitting -------------------------------------------------------
+    def prepare(self, task: Any) -> None:
+        """Pickle a task's arguments (on the caller's thread, at the call).
+
+        An argument that cannot be pickled fails the task when it is sent.
+        """
+        try:
+            task.payload = protocol.dump_args(task.args, task.kwargs, task.slots)
+        except Exception as exc:  # noqa: BLE001 - reported through the task's future
+            task.payload = exc
+
     def submit(self, task: Any, graph: Any) -> None:
         """Queue a ready task; the dispatcher sends it to a worker."""
         with self._lock:
@@ -177,7 +187,11 @@ class Pool:
         elif key is not None:
             worker.functions_sent.add(key)
         inputs = [_input_bytes(graph, future) for future in task.inputs]
-        args = protocol.dump_args(task.args, task.kwargs, task.slots)
+        args = task.payload
+        if isinstance(args, BaseException):
+            raise args
+        if args is None:
+            args = protocol.dump_args(task.args, task.kwargs, task.slots)
         return (task_id, key, fn_bytes, args, inputs)
 
     def _function(self, fn: Any) -> tuple[int | None, bytes]:

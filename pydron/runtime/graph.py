@@ -45,6 +45,7 @@ class Task:
     inputs: list[Future] = field(default_factory=list)
     slots: dict[int, int] = field(default_factory=dict)
     waiting: int = 0
+    payload: Any = None  # the pickled arguments (or why they could not be), made at the call
 
     @classmethod
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
@@ -124,9 +125,11 @@ class Graph:
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         """Issue a functional call; it runs on a worker once its inputs are known."""
-        self.pool  # noqa: B018 - start the workers now: a bad configuration is raised at the call
         future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
-        self._start(Task.make(future, fn, snapshot(args), snapshot(kwargs)), self._dispatch_remote)
+        task = Task.make(future, fn, args, kwargs)
+        # Pickled now, on this thread: later mutations of the arguments are not seen.
+        self.pool.prepare(task)
+        self._start(task, self._dispatch_remote)
         return future
 
     def defer(self, op: Callable[..., Any], args: tuple) -> Any:
