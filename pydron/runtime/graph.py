@@ -19,17 +19,21 @@ from pydron.runtime.future import CONDITION, DONE, FAILED, PENDING, Future, late
 from pydron.runtime.resolve import find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
-_local = threading.local()
+class _Threads(threading.local):
+    graph: "Graph | None" = None
+
+
+_local = _Threads()
 
 
 def current_graph() -> "Graph | None":
     """The graph of the schedule function running on this thread, if any."""
-    return getattr(_local, "graph", None)
+    return _local.graph
 
 
 def set_current_graph(graph: "Graph | None") -> "Graph | None":
     """Make ``graph`` current on this thread; return the previous one."""
-    previous = getattr(_local, "graph", None)
+    previous = _local.graph
     _local.graph = graph
     return previous
 

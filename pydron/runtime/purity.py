@@ -49,6 +49,16 @@ VALUE.update(id(getattr(operator, name)) for name in dir(operator)
              if not name.startswith("_") and callable(getattr(operator, name))
              and name not in _MUTATING_OPERATORS)
 
+# Called as they are, even with futures among their arguments, they are right:
+# they only look at the shape of a local container, or reach the future's own
+# operators (which defer) or conversions (which wait).
+NATIVE: set[int] = {
+    id(f) for f in (
+        abs, round, divmod, len, range, enumerate, zip, reversed, chr, ord,
+        hex, oct, bin, hash, repr, ascii,
+    )
+}
+
 _keep: list[Any] = []
 
 

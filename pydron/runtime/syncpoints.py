@@ -19,6 +19,7 @@ from typing import Any, Callable
 from pydron.functional import MARK
 from pydron.runtime.future import Future
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
+from pydron.runtime.graph import _local as _threads
 from pydron.runtime.graph import _inline_codes
 from pydron.runtime import purity
 from pydron.runtime.resolve import contains_future, resolve_deep
@@ -37,10 +38,22 @@ def register_inline(code: types.CodeType) -> None:
 
 def route(fn: Any) -> Any:
     """The callable that a rewritten call site actually calls instead of ``fn``."""
-    graph = current_graph()
-    if graph is None:
+    graph = _threads.graph
+    if graph is None or id(fn) in purity.NATIVE:
+        return fn
+    if type(fn) is types.BuiltinMethodType and id(fn.__self__) in graph.local \
+            and fn.__name__ in _NATIVE_LOCAL_METHODS:
         return fn
     return _route(graph, fn, protected=False)
+
+
+# Methods of local containers that are right when called with futures as they
+# are: they store them, or wait through the future's own methods.
+_NATIVE_LOCAL_METHODS = frozenset({
+    "append", "extend", "insert", "pop", "clear", "remove", "index", "count", "reverse",
+    "add", "discard", "update", "setdefault", "get", "keys", "values", "items", "popitem",
+    "__getitem__", "__setitem__", "__len__", "__contains__",
+})
 
 
 def route_protected(fn: Any) -> Any:
@@ -306,6 +319,11 @@ def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     inplace.__name__ = inplace.__qualname__ = f"inplace_{op.__name__}"
     return inplace
 
+
+# Targets of ``x op= y`` that the rewritten code leaves to the interpreter:
+# immutable values are rebound, and futures defer the operation themselves.
+NATIVE_INPLACE_TYPES = frozenset({int, float, complex, str, bytes, bool, type(None), tuple,
+                                  frozenset, range, Future})
 
 # BINARY_OP argument (13..25) -> helper, in CPython's NB_INPLACE_* order.
 INPLACE = {

@@ -9,6 +9,7 @@ Everything that depends on the CPython version is in ``versions``.
 """
 from __future__ import annotations
 
+import builtins
 import inspect
 import types
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
+from pydron.runtime import purity
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, simulate
@@ -280,6 +282,13 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             protected = any(outputs.values())
             route = sp.route_protected if protected else sp.route
             wrap = _helper_on_top(route, spec, location)
+            native = _native_builtin(item)
+            if native is not None:
+                # The builtin itself needs no routing: test for it without a call.
+                skip = Label()
+                wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", native, location=location),
+                        Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, skip, location=location),
+                        *wrap, skip]
             if spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
             elif item.name == "LOAD_GLOBAL" and item.arg[0]:
@@ -302,6 +311,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
         if index in plan.overlap.sync_after:
             out.extend(_sync_statement(spec, location))
     return out
+
+
+def _native_builtin(item: Instr) -> Any:
+    """The builtin a global load names, if calling it natively is always right."""
+    if item.name != "LOAD_GLOBAL":
+        return None
+    value = getattr(builtins, item.arg[1], None)
+    return value if value is not None and id(value) in purity.NATIVE else None
 
 
 def _first_instr_after(items: list[Any], index: int) -> int | None:
@@ -343,7 +360,19 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
     if name == "DELETE_SUBSCR":
         return call_helper(sp.delete_subscr, swaps(3, 2), 2, keep=False)
     if spec.is_inplace(item):
-        return call_helper(sp.INPLACE[int(item.arg)], swaps(3, 2), 2, keep=True)
+        # Numbers, strings and futures take the interpreter's own path; other
+        # targets (maybe shared, mutable) go through the helper.
+        slow, end = Label(), Label()
+        return [Instr("COPY", 2, location=location),
+                *_helper_on_top(type, spec, location),
+                Instr("LOAD_CONST", sp.NATIVE_INPLACE_TYPES, location=location),
+                Instr("CONTAINS_OP", 0, location=location),
+                Instr(spec.jump_if_false, slow, location=location),
+                item,
+                Instr("JUMP_FORWARD", end, location=location),
+                slow,
+                *call_helper(sp.INPLACE[int(item.arg)], swaps(3, 2), 2, keep=True),
+                end]
     if name == "IS_OP":
         return call_helper(sp.is_not if item.arg else sp.is_, swaps(3, 2), 2, keep=True)
     if name == "STORE_GLOBAL":

@@ -21,6 +21,8 @@ class Spec311:
     method_loads = ("LOAD_METHOD",)
     call_names = ("CALL", "CALL_FUNCTION_EX")
     null_first = True  # NULL below the callable
+    jump_if_true = "POP_JUMP_FORWARD_IF_TRUE"
+    jump_if_false = "POP_JUMP_FORWARD_IF_FALSE"
 
     # -- stack effects ----------------------------------------------------
     def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
@@ -114,6 +116,8 @@ class Spec312(Spec311):
     """CPython 3.12: LOAD_ATTR carries the method bit, no PRECALL, LOAD_SUPER_ATTR."""
 
     method_loads = ()
+    jump_if_true = "POP_JUMP_IF_TRUE"
+    jump_if_false = "POP_JUMP_IF_FALSE"
 
     def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
         if instr.name == "CALL":
