@@ -217,11 +217,7 @@ def _ssh(entry: _Entry) -> list[GatewaySpec]:
         username = entry.string("username")
         if not ssh.USER_RE.match(username):
             raise entry.error("username", f"not a user name: {_show(username)}")
-    port = None
-    if "port" in data:
-        port = entry.positive_int("port")
-        if port > 65535:
-            raise entry.error("port", f"expected a port number (1-65535), got {port}")
+    port = _port(entry)
     identity_file = None
     if "identity_file" in data:
         identity = Path(entry.string("identity_file")).expanduser()
@@ -237,35 +233,11 @@ def _ssh(entry: _Entry) -> list[GatewaySpec]:
             # Never show the value: it may be a real password with a typo.
             raise entry.error("password", "expected a non-empty one-line string")
         _warn_if_readable(entry.path)
-    python = entry.string("python") if "python" in data else "python3"
-    if "//" in python or "\n" in python:
-        raise entry.error("python", f"not a command for the remote Python: {_show(python)}")
+    python = _python(entry)
     cores = entry.positive_int("cores") if "cores" in data else 1
     tmp_dir = entry.string("tmp_dir") if "tmp_dir" in data else None
-    options: dict[str, str] = {}
-    if "ssh_options" in data:
-        raw = data["ssh_options"]
-        if not isinstance(raw, dict):
-            raise entry.error("ssh_options", f"expected an object of OpenSSH options, got {_kind(raw)}")
-        for key, value in raw.items():
-            problem = ssh.option_problem(key, value)
-            if problem:
-                raise entry.error(f"ssh_options.{key}", problem)
-            options[key] = ssh.option_text(value)
-    data_ports = None
-    if "data_ports" in data:
-        value = data["data_ports"]
-        parts = value.split("-") if isinstance(value, str) else []
-        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-            raise entry.error("data_ports", f'expected a port range "start-end", got {_show(value)}')
-        start, end = int(parts[0]), int(parts[1])
-        if not 1 <= start <= end <= 65535:
-            raise entry.error("data_ports", f"expected ports within 1-65535, start <= end, got {_show(value)}")
-        if end - start + 1 < cores:
-            raise entry.error(
-                "data_ports", f"range {_show(value)} has {end - start + 1} ports, fewer than cores={cores}"
-            )
-        data_ports = (start, end)
+    options = _ssh_options(entry)
+    data_ports = _data_ports(entry, cores)
     return ssh.gateway_specs(
         f"{entry.name} (ssh {hostname})", hostname=hostname, username=username, port=port,
         identity_file=identity_file, password=password, python=python, options=options,
@@ -273,15 +245,140 @@ def _ssh(entry: _Entry) -> list[GatewaySpec]:
     )
 
 
-def _warn_if_readable(path: Path) -> None:
-    """A file with a password in it should be readable by its owner only."""
+def _port(entry: _Entry) -> int | None:
+    if "port" not in entry.data:
+        return None
+    port = entry.positive_int("port")
+    if port > 65535:
+        raise entry.error("port", f"expected a port number (1-65535), got {port}")
+    return port
+
+
+def _python(entry: _Entry) -> str:
+    python = entry.string("python") if "python" in entry.data else "python3"
+    if "//" in python or "\n" in python:
+        raise entry.error("python", f"not a command for the remote Python: {_show(python)}")
+    return python
+
+
+def _ssh_options(entry: _Entry) -> dict[str, str]:
+    from pydron.remote import ssh
+
+    options: dict[str, str] = {}
+    if "ssh_options" in entry.data:
+        raw = entry.data["ssh_options"]
+        if not isinstance(raw, dict):
+            raise entry.error("ssh_options", f"expected an object of OpenSSH options, got {_kind(raw)}")
+        for key, value in raw.items():
+            problem = ssh.option_problem(key, value)
+            if problem:
+                raise entry.error(f"ssh_options.{key}", problem)
+            options[key] = ssh.option_text(value)
+    return options
+
+
+def _data_ports(entry: _Entry, cores: int) -> tuple[int, int] | None:
+    if "data_ports" not in entry.data:
+        return None
+    value = entry.data["data_ports"]
+    parts = value.split("-") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise entry.error("data_ports", f'expected a port range "start-end", got {_show(value)}')
+    start, end = int(parts[0]), int(parts[1])
+    if not 1 <= start <= end <= 65535:
+        raise entry.error("data_ports", f"expected ports within 1-65535, start <= end, got {_show(value)}")
+    if end - start + 1 < cores:
+        raise entry.error(
+            "data_ports", f"range {_show(value)} has {end - start + 1} ports, fewer than cores={cores}"
+        )
+    return (start, end)
+
+
+def _key_file(entry: _Entry, field: str) -> str:
+    """An existing file named by ``field``; relative paths are relative to the config file."""
+    path = Path(entry.string(field)).expanduser()
+    if not path.is_absolute():
+        path = entry.path.parent / path
+    if not path.is_file():
+        raise entry.error(field, f"no such file: {path}")
+    return str(path)
+
+
+def _cloud(entry: _Entry) -> list[GatewaySpec]:
+    """`count` libcloud nodes of `cores` workers each (see pydron/remote/cloud.py).
+
+    Only validated here: nodes are created when the pool starts its workers.
+    """
+    from pydron.remote import cloud
+
+    entry.fields(required=cloud.REQUIRED_FIELDS, optional=cloud.OPTIONAL_FIELDS)
+    data = entry.data
+    provider = entry.string("provider").strip()
+    try:
+        driver_class = cloud.resolve_provider(provider)
+    except ValueError as exc:
+        raise entry.error("provider", str(exc)) from None
+    credentials = {}
+    for name in ("accesskeyid", "accesskey"):
+        if name in data:
+            value = data[name]
+            if not isinstance(value, str) or not value.strip() or "\n" in value:
+                # Never show the value: it may be a real credential with a typo.
+                raise entry.error(name, "expected a non-empty one-line string")
+            credentials[name] = value
+    if "accesskey" in credentials and "accesskeyid" not in credentials:
+        raise entry.error("accesskeyid", "missing: accesskey is given without its accesskeyid")
+    if "accesskey" in credentials:
+        _warn_if_readable(entry.path, "cloud credentials")
+    username = None
+    if "username" in data:
+        from pydron.remote import ssh
+
+        username = entry.string("username")
+        if not ssh.USER_RE.match(username):
+            raise entry.error("username", f"not a user name: {_show(username)}")
+    objects = {}
+    for name in ("driver_options", "node_options"):
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise entry.error(name, f"expected an object of keyword arguments, got {_kind(value)}")
+        for key in value:
+            if not key.isidentifier():
+                raise entry.error(f"{name}.{key}", "not a Python keyword argument name")
+        objects[name] = dict(value)
+    timeouts = {}
+    for name in ("ssh_timeout", "boot_timeout"):
+        if name in data:
+            value = data[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise entry.error(name, f"expected a positive number of seconds, got {_show(value)}")
+            timeouts[name] = float(value)
+    cores = entry.positive_int("cores") if "cores" in data else 1
+    settings = cloud.CloudSettings(
+        name=f"{entry.name}", error=entry.error, provider=provider, driver_class=driver_class,
+        accesskeyid=credentials.get("accesskeyid"), accesskey=credentials.get("accesskey"),
+        region=entry.string("region") if "region" in data else None,
+        imageid=entry.string("imageid"), sizeid=entry.string("sizeid"), username=username,
+        publickey=_key_file(entry, "publickey") if "publickey" in data else None,
+        privatekey=_key_file(entry, "privatekey") if "privatekey" in data else None,
+        tmp_dir=entry.string("tmp_dir") if "tmp_dir" in data else None,
+        data_ports=_data_ports(entry, cores),
+        count=entry.positive_int("count") if "count" in data else 1, cores=cores,
+        driver_options=objects["driver_options"], node_options=objects["node_options"],
+        port=_port(entry), python=_python(entry), ssh_options=_ssh_options(entry), **timeouts,
+    )
+    return cloud.gateway_specs(settings)
+
+
+def _warn_if_readable(path: Path, what: str = "an ssh password") -> None:
+    """A file with a password or credentials in it should be readable by its owner only."""
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     if mode & 0o044:
         warnings.warn(
-            f"{path} holds an ssh password but is readable by group or others "
+            f"{path} holds {what} but is readable by group or others "
             f"(mode {mode & 0o777:o}); run: chmod 600 {shlex.quote(str(path))}",
             stacklevel=2,
         )
@@ -292,6 +389,7 @@ ENTRY_TYPES: dict[str, Callable[[_Entry], list[GatewaySpec]]] = {
     "multicore": _multicore,
     "execnet": _execnet,
     "ssh": _ssh,
+    "cloud": _cloud,
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import cloudpickle
 import execnet
 
-from pydron.errors import PydronError, RemoteError, WorkerDied
+from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.remote import protocol, worker as worker_module
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
@@ -66,12 +66,19 @@ class Pool:
 
     # -- start-up ---------------------------------------------------------
     def _start_workers(self) -> None:
-        with ThreadPoolExecutor(max_workers=min(16, len(self._specs))) as starter:
-            started = list(starter.map(self._start_one, self._specs))
+        try:
+            with ThreadPoolExecutor(max_workers=min(16, len(self._specs))) as starter:
+                started = list(starter.map(self._start_one, self._specs))
+        except BaseException:  # e.g. Ctrl-C while starting: give back what was taken
+            _release(self._specs)
+            raise
         errors = [item for item in started if isinstance(item, BaseException)]
         self._workers = [item for item in started if isinstance(item, Worker)]
         if errors:
             self._group.terminate(timeout=2)
+            release_error = _release(self._specs)
+            if release_error is not None:
+                raise release_error from errors[0]
             raise errors[0]
 
     def _start_one(self, spec: Any) -> Worker | BaseException:
@@ -94,6 +101,8 @@ class Pool:
                 init["ship"] = shipment(getattr(spec, "tmp_dir", None))
             channel.send(("init", init))
             kind, info = channel.receive(timeout=START_TIMEOUT)
+        except ConfigError as exc:  # already names the file, the entry and the field
+            return exc
         except BaseException as exc:  # noqa: BLE001 - reported with the worker's name
             return PydronError(f"worker {label} ({xspec}) failed to start: {exc}")
         master = "%d.%d" % sys.version_info[:2]
@@ -283,6 +292,26 @@ class Pool:
             except Exception:  # noqa: BLE001 - still running: end it
                 process.kill()
                 process.wait()
+        error = _release(self._specs)
+        if error is not None:
+            raise error
+
+
+def _release(specs: Sequence[Any]) -> BaseException | None:
+    """Give back what the specs hold beyond their process (e.g. cloud nodes: terminated).
+
+    Every spec's ``release()`` is called; the first failure is returned.
+    """
+    first = None
+    for spec in specs:
+        release = getattr(spec, "release", None)
+        if release is None:
+            continue
+        try:
+            release()
+        except Exception as exc:  # noqa: BLE001 - the others are released all the same
+            first = first or exc
+    return first
 
 
 def _adapt_window(worker: Worker, seconds: float) -> None:

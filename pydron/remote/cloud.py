@@ -1,0 +1,574 @@
+"""Workers on cloud instances that pydron starts with apache-libcloud, and always ends.
+
+A ``pydron.conf`` entry ``{"type": "cloud", "provider": ..., "count": N, "cores": C, ...}``
+becomes N*C ``CloudGatewaySpec``.  Nothing is provisioned when the file is read:
+the first spec the pool starts creates the entry's N nodes (``create_node``
+through libcloud's own driver, named ``pydron-<run>-<k>`` and, where the driver
+takes metadata, tagged ``pydron-run=<run>``), waits for them
+(``wait_until_running``), and every spec then reaches its node with the ssh
+worker code (``pydron.remote.ssh``): OpenSSH with the entry's ``ssh_options``,
+no direct socket to the node.  A node whose ssh does not answer within
+``ssh_timeout`` seconds fails the run with an error naming it.
+
+The nodes are terminated (with retries) when the pool shuts down, when it
+fails to start, at interpreter exit, on Ctrl-C and on SIGTERM (the first
+provisioning installs a handler that turns SIGTERM into ``SystemExit``, so
+the same exit path runs).  Nodes that could not be terminated are named in a
+``CloudError`` with their ids and provider; ``python -m pydron cloud list`` and
+``cloud cleanup`` find pydron's nodes still alive from their names and tags.
+
+This is the only module that knows libcloud.  Credentials stay in this
+process: never in a spec's repr, a message, a log line or a command line.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydron.config import GatewaySpec
+from pydron.errors import ConfigError, PydronError
+
+#: Name prefix of every node pydron creates; ``pydron-<run id>-<k>``.
+NAME_PREFIX = "pydron-"
+#: Metadata/tag key carrying the run id, where the driver takes metadata.
+RUN_TAG = "pydron-run"
+
+#: Fields of a ``cloud`` entry besides ``type`` (required ones first).
+REQUIRED_FIELDS = ("provider", "imageid", "sizeid")
+OPTIONAL_FIELDS = ("accesskeyid", "accesskey", "region", "username", "publickey", "privatekey",
+                   "tmp_dir", "data_ports", "count", "cores", "driver_options", "node_options",
+                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout")
+
+#: Default seconds for a node to be running (``boot_timeout``) and to answer ssh (``ssh_timeout``).
+BOOT_TIMEOUT = 600.0
+SSH_TIMEOUT = 300.0
+#: Seconds between two ssh attempts while a node boots.
+SSH_RETRY_PERIOD = 2.0
+#: Attempts to terminate one node before it is reported as left running.
+TERMINATE_ATTEMPTS = 3
+
+
+class CloudError(PydronError):
+    """A cloud node could not be provisioned, reached or terminated."""
+
+
+# ---------------------------------------------------------------- providers
+
+
+def resolve_provider(name: str) -> type:
+    """The libcloud driver class for ``name``: a provider (``"ec2"``) or ``"module:Class"``.
+
+    ValueError says why not.
+    """
+    try:
+        from libcloud.compute.base import NodeDriver
+        from libcloud.compute.providers import get_driver
+    except ImportError:
+        raise ValueError("cloud workers need apache-libcloud (pip install 'pydron[cloud]')") from None
+    if ":" in name:
+        module_name, _, class_name = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the user's to see
+            raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+        cls = module
+        for part in class_name.split("."):
+            cls = getattr(cls, part, None)
+            if cls is None:
+                raise ValueError(f"module {module_name!r} has no {class_name!r}")
+        if not (isinstance(cls, type) and issubclass(cls, NodeDriver)):
+            raise ValueError(f"{name!r} is not a libcloud NodeDriver class")
+        return cls
+    try:
+        return get_driver(name.lower())
+    except Exception:  # noqa: BLE001 - AttributeError / libcloud's own "not supported"
+        raise ValueError(
+            f"unknown libcloud compute provider {name!r} (e.g. \"ec2\", \"gce\", "
+            f"\"openstack\", or \"package.module:DriverClass\")"
+        ) from None
+
+
+# ---------------------------------------------------------------- the entry
+
+
+@dataclass(eq=False)
+class CloudSettings:
+    """A validated ``cloud`` entry (config.py builds it)."""
+
+    name: str                              #: e.g. workers[2], for messages
+    error: Callable[[str | None, str], ConfigError] = field(repr=False)
+    provider: str = ""
+    driver_class: type | None = field(default=None, repr=False)
+    accesskeyid: str | None = field(default=None, repr=False)
+    accesskey: str | None = field(default=None, repr=False)
+    region: str | None = None
+    imageid: str = ""
+    sizeid: str = ""
+    username: str | None = None
+    publickey: str | None = None           #: path of a public key file installed on the nodes
+    privatekey: str | None = None          #: path of the matching private key (ssh IdentityFile)
+    tmp_dir: str | None = None
+    data_ports: tuple[int, int] | None = None
+    count: int = 1
+    cores: int = 1
+    driver_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    node_options: dict[str, Any] = field(default_factory=dict)
+    port: int | None = None
+    python: str = "python3"
+    ssh_options: dict[str, str] = field(default_factory=dict)
+    ssh_timeout: float = SSH_TIMEOUT
+    boot_timeout: float = BOOT_TIMEOUT
+
+    def secrets(self) -> list[str]:
+        found = [self.accesskey or "", self.accesskeyid or ""]
+        for key, value in self.driver_options.items():
+            if isinstance(value, str) and any(w in key.lower() for w in ("secret", "token", "password", "key")):
+                found.append(value)
+        return [s for s in found if len(s) >= 4]
+
+
+@dataclass(frozen=True)
+class CloudGatewaySpec(GatewaySpec):
+    """One worker: core ``core`` of node ``node`` of its entry's ``Cluster``."""
+
+    cluster: "Cluster | None" = field(default=None, repr=False, compare=False)
+    node: int = 0
+    core: int = 0
+    tmp_dir: str | None = None
+    data_ports: tuple[int, int] | None = None
+
+    def make_gateway(self, group: Any) -> Any:
+        assert self.cluster is not None
+        return self.cluster.make_gateway(group, self)
+
+    def release(self) -> None:
+        """Terminate the entry's nodes (once; the pool calls this for every spec)."""
+        if self.cluster is not None:
+            self.cluster.release()
+
+
+def gateway_specs(settings: CloudSettings) -> list[CloudGatewaySpec]:
+    """``count * cores`` specs sharing one (not yet provisioned) Cluster."""
+    cluster = Cluster(settings)
+    _install_signal_handler()
+    return [
+        CloudGatewaySpec(
+            f"{settings.name} (cloud {settings.provider} node {n + 1}) #{c + 1}",
+            f"cloud={settings.provider}//node={n + 1}", cluster=cluster, node=n, core=c,
+            tmp_dir=settings.tmp_dir, data_ports=settings.data_ports,
+        )
+        for n in range(settings.count) for c in range(settings.cores)
+    ]
+
+
+# ---------------------------------------------------------------- provisioning
+
+
+_live: set["Cluster"] = set()
+_live_lock = threading.Lock()
+_closing = threading.Event()   # SIGTERM / exit: stop provisioning, terminate everything
+
+
+class Cluster:
+    """The nodes of one entry in one run: created once, terminated once."""
+
+    def __init__(self, settings: CloudSettings) -> None:
+        self.settings = settings
+        self.run_id = uuid.uuid4().hex[:10]
+        self._lock = threading.Lock()
+        self._driver: Any = None
+        self.nodes: list[Any] = []         # libcloud Nodes created (terminated or not)
+        self._ssh_specs: dict[int, list[Any]] = {}
+        self._failure: BaseException | None = None
+        self._provisioned = False
+        self._released = False
+        self._terminated: set[str] = set()   # ids of nodes already terminated
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.settings.name} {self.settings.provider} run={self.run_id} nodes={len(self.nodes)}>"
+
+    # -- messages ---------------------------------------------------------
+    def scrub(self, text: str) -> str:
+        for secret in self.settings.secrets():
+            text = text.replace(secret, "***")
+        return text
+
+    def _cause(self, exc: BaseException) -> str:
+        text = str(exc) or type(exc).__name__
+        return self.scrub(f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text)
+
+    # -- the driver -------------------------------------------------------
+    def driver(self) -> Any:
+        if self._driver is None:
+            self._driver = make_driver(self.settings, self._cause)
+        return self._driver
+
+    # -- provisioning -----------------------------------------------------
+    def provision(self) -> None:
+        """Create and start the entry's nodes (first call only); raise what went wrong."""
+        with self._lock:
+            if self._failure is not None:
+                raise self._failure
+            if self._provisioned:
+                return
+            try:
+                self._provision_locked()
+            except BaseException as exc:
+                if self._released:  # released meanwhile: end what was created since
+                    with contextlib.suppress(CloudError):
+                        self.terminate()
+                self._failure = exc if isinstance(exc, Exception) else CloudError(
+                    f"{self.settings.name}: provisioning interrupted")
+                raise
+            self._provisioned = True
+
+    def _provision_locked(self) -> None:
+        from libcloud.common.types import InvalidCredsError
+
+        s = self.settings
+        if _closing.is_set():
+            raise CloudError(f"{s.name}: pydron is shutting down; no node is started")
+        driver = self.driver()
+        try:
+            image = find_image(driver, s.imageid)
+        except InvalidCredsError as exc:
+            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
+                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise s.error("imageid", f"cannot look up image {s.imageid!r} at provider "
+                          f"{s.provider!r}: {self._cause(exc)}") from None
+        if image is None:
+            raise s.error("imageid", f"no image {s.imageid!r} at provider {s.provider!r}")
+        try:
+            size = find_size(driver, s.sizeid)
+        except Exception as exc:  # noqa: BLE001
+            raise s.error("sizeid", f"cannot look up size {s.sizeid!r} at provider "
+                          f"{s.provider!r}: {self._cause(exc)}") from None
+        if size is None:
+            raise s.error("sizeid", f"no size {s.sizeid!r} at provider {s.provider!r}")
+
+        _install_signal_handler()
+        with _live_lock:
+            _live.add(self)
+        kwargs = self._create_kwargs(driver)
+        for k in range(1, s.count + 1):
+            name = f"{NAME_PREFIX}{self.run_id}-{k}"
+            try:
+                node = driver.create_node(name=name, size=size, image=image, **kwargs)
+            except InvalidCredsError as exc:
+                raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
+                              f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+            except Exception as exc:  # noqa: BLE001
+                raise CloudError(f"{s.name}: provider {s.provider!r} could not create node "
+                                 f"{name}: {self._cause(exc)}") from None
+            self.nodes.append(node)
+            if not _metadata_keyword(driver):
+                self._tag(driver, node)
+            if _closing.is_set() or self._released:
+                raise CloudError(f"{s.name}: pydron is shutting down; the nodes are terminated")
+        running = self._wait_running(driver)
+        for n, (node, addresses) in enumerate(running):
+            self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
+
+    def _create_kwargs(self, driver: Any) -> dict[str, Any]:
+        s = self.settings
+        kwargs = dict(s.node_options)
+        metadata = _metadata_keyword(driver)
+        if metadata:
+            kwargs[metadata] = {**kwargs.get(metadata, {}), RUN_TAG: self.run_id}
+        if s.publickey:
+            from libcloud.compute.base import NodeAuthSSHKey
+
+            with open(s.publickey, encoding="utf-8") as handle:
+                kwargs.setdefault("auth", NodeAuthSSHKey(handle.read().strip()))
+        accepted = _parameters(driver.create_node)
+        if accepted is not None:
+            unknown = [key for key in kwargs if key not in accepted]
+            if unknown:
+                field_name = "publickey" if unknown == ["auth"] else f"node_options.{unknown[0]}"
+                raise s.error(field_name, f"driver {type(driver).__name__} does not take "
+                              f"{unknown[0]!r} in create_node")
+        return kwargs
+
+    def _tag(self, driver: Any, node: Any) -> None:
+        create_tags = getattr(driver, "ex_create_tags", None)
+        if create_tags is not None:
+            with contextlib.suppress(Exception):  # the name prefix still marks the node
+                create_tags(node, {RUN_TAG: self.run_id})
+
+    def _wait_running(self, driver: Any) -> list[tuple[Any, list[str]]]:
+        s = self.settings
+        deadline = time.monotonic() + s.boot_timeout
+        last: BaseException | None = None
+        while True:
+            if _closing.is_set() or self._released:
+                raise CloudError(f"{s.name}: pydron is shutting down; the nodes are terminated")
+            remaining = deadline - time.monotonic()
+            try:
+                running = driver.wait_until_running(
+                    self.nodes, wait_period=1, timeout=max(1, min(10, remaining)))
+            except Exception as exc:  # noqa: BLE001 - libcloud's timeout, or a transient error
+                last = exc
+                if time.monotonic() >= deadline:
+                    ids = ", ".join(str(node.id) for node in self.nodes)
+                    raise CloudError(
+                        f"{s.name}: nodes {ids} at provider {s.provider!r} not running with an "
+                        f"address within {s.boot_timeout:g} s (boot_timeout): {self._cause(last)}"
+                    ) from None
+                continue
+            by_id = {str(node.id): (node, list(addresses)) for node, addresses in running}
+            return [by_id.get(str(node.id), (node, list(node.public_ips or node.private_ips)))
+                    for node in self.nodes]
+
+    def _node_ssh_specs(self, n: int, node: Any, addresses: list[str]) -> list[Any]:
+        from pydron.remote import ssh
+
+        s = self.settings
+        if not addresses:
+            raise CloudError(f"{s.name}: node {node.id} ({node.name}) at provider "
+                             f"{s.provider!r} has no address")
+        return ssh.gateway_specs(
+            f"{s.name} (cloud node {node.id})", hostname=str(addresses[0]),
+            username=s.username, port=s.port, identity_file=s.privatekey, password=None,
+            python=s.python, options=dict(s.ssh_options), cores=s.cores, tmp_dir=s.tmp_dir,
+            data_ports=s.data_ports,
+        )
+
+    # -- reaching a node --------------------------------------------------
+    def make_gateway(self, group: Any, spec: CloudGatewaySpec) -> Any:
+        """Provision (once), then log in to ``spec``'s node, retrying until ``ssh_timeout``."""
+        from pydron.remote import ssh
+
+        self.provision()
+        s = self.settings
+        node = self.nodes[spec.node]
+        ssh_spec = self._ssh_specs[spec.node][spec.core]
+        deadline = time.monotonic() + s.ssh_timeout
+        while True:
+            if _closing.is_set() or self._released:
+                raise CloudError(f"{s.name}: pydron is shutting down")
+            remaining = deadline - time.monotonic()
+            try:
+                return ssh.make_gateway(group, ssh_spec,
+                                        timeout=max(1.0, min(ssh.SSH_START_TIMEOUT, remaining)))
+            except PydronError as exc:
+                cause = str(exc)
+                # Only "could not connect / log in yet" is worth waiting for.
+                if ("could not connect" not in cause and "within" not in cause) \
+                        or time.monotonic() + SSH_RETRY_PERIOD >= deadline:
+                    raise CloudError(
+                        f"{s.name}: node {node.id} ({node.name}) at provider {s.provider!r} "
+                        f"did not answer ssh within {s.ssh_timeout:g} s (ssh_timeout): "
+                        f"{self.scrub(cause)}") from None
+            time.sleep(SSH_RETRY_PERIOD)
+
+    # -- termination ------------------------------------------------------
+    def release(self) -> None:
+        """Terminate every node this cluster created; CloudError names those left running."""
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        try:
+            self.terminate()
+        finally:
+            with _live_lock:
+                _live.discard(self)
+
+    def terminate(self) -> None:
+        s = self.settings
+        if not self.nodes:
+            return
+        driver = self.driver()
+        left: list[str] = []
+        for node in list(self.nodes):
+            if str(node.id) in self._terminated:
+                continue
+            cause = terminate_node(driver, node, self._cause)
+            if cause is None:
+                self._terminated.add(str(node.id))
+            else:
+                left.append(f"node {node.id} ({node.name}): {cause}")
+        if left:
+            raise CloudError(
+                f"{s.name}: {len(left)} node(s) at provider {s.provider!r} could not be "
+                f"terminated and MAY STILL COST MONEY; end them with `python -m pydron cloud "
+                f"cleanup` or the provider's console:\n  " + "\n  ".join(left))
+
+
+def make_driver(s: CloudSettings, cause: Callable[[BaseException], str]) -> Any:
+    """The entry's libcloud driver: ``Driver(accesskeyid, accesskey, region=..., **driver_options)``."""
+    cls = s.driver_class or resolve_provider(s.provider)
+    args = [value for value in (s.accesskeyid, s.accesskey) if value is not None]
+    kwargs = dict(s.driver_options)
+    if s.region is not None:
+        kwargs.setdefault("region", s.region)
+    accepted = _parameters(cls.__init__)
+    if accepted is not None:
+        positional = [p for p in accepted.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name != "self"]
+        args = args[:len(positional)]
+        for key in list(kwargs):
+            if key not in accepted:
+                field_name = "region" if key == "region" and s.region is not None else f"driver_options.{key}"
+                raise s.error(field_name, f"driver {cls.__name__} does not take {key!r}")
+    try:
+        return cls(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise s.error("driver_options", f"cannot create the {s.provider!r} driver: {cause(exc)}") from None
+
+
+def _parameters(fn: Any) -> dict[str, inspect.Parameter] | None:
+    """fn's parameters, or None when it takes ``**kwargs`` (anything goes)."""
+    try:
+        params = dict(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return params
+
+
+def _metadata_keyword(driver: Any) -> str | None:
+    params = _parameters(driver.create_node) or {}
+    for name in ("ex_metadata", "ex_tags", "ex_metadata_tags"):
+        if name in params:
+            return name
+    return None
+
+
+def find_image(driver: Any, imageid: str) -> Any:
+    """``get_image`` where the driver has it (never ``list_images``: EC2 lists thousands)."""
+    try:
+        return driver.get_image(imageid)
+    except NotImplementedError:
+        pass
+    for image in driver.list_images():
+        if str(image.id) == imageid:
+            return image
+    return None
+
+
+def find_size(driver: Any, sizeid: str) -> Any:
+    for size in driver.list_sizes():
+        if str(size.id) == sizeid:
+            return size
+    return None
+
+
+def terminate_node(driver: Any, node: Any, cause: Callable[[BaseException], str],
+                   attempts: int | None = None) -> str | None:
+    """Destroy ``node``, retrying; None once it is gone, else why not."""
+    attempts = TERMINATE_ATTEMPTS if attempts is None else attempts
+    last = "destroy_node returned False"
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(min(2.0 ** attempt, 5.0))
+        try:
+            if driver.destroy_node(node) is not False:
+                return None
+        except Exception as exc:  # noqa: BLE001 - retried, then reported
+            text = cause(exc)
+            if "NotFound" in text or "does not exist" in text:
+                return None  # already gone
+            last = text
+    return last
+
+
+def is_pydron_node(node: Any) -> bool:
+    """A node pydron created: its name prefix, or its run tag."""
+    tags = {}
+    extra = getattr(node, "extra", None) or {}
+    for key in ("tags", "metadata"):
+        if isinstance(extra.get(key), dict):
+            tags.update(extra[key])
+    name = str(getattr(node, "name", "") or "")
+    return RUN_TAG in tags or name.startswith(NAME_PREFIX)
+
+
+def alive_nodes(cluster: Cluster) -> list[Any]:
+    """The nodes at the entry's provider that pydron created and that are not terminated."""
+    from libcloud.compute.types import NodeState
+
+    return [node for node in cluster.driver().list_nodes()
+            if is_pydron_node(node) and node.state != NodeState.TERMINATED]
+
+
+def node_run(node: Any) -> str:
+    extra = getattr(node, "extra", None) or {}
+    tags = extra.get("tags") if isinstance(extra.get("tags"), dict) else {}
+    if RUN_TAG in tags:
+        return str(tags[RUN_TAG])
+    name = str(node.name or "")
+    return name[len(NAME_PREFIX):].rsplit("-", 1)[0] if name.startswith(NAME_PREFIX) else "?"
+
+
+# ---------------------------------------------------------------- exit paths
+
+
+def terminate_all() -> None:
+    """Terminate the nodes of every cluster still alive in this process."""
+    _closing.set()
+    with _live_lock:
+        clusters = list(_live)
+    errors = []
+    for cluster in clusters:
+        try:
+            cluster.release()
+        except CloudError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise CloudError("\n".join(errors))
+
+
+def _at_exit() -> None:
+    with _live_lock:
+        if not _live:
+            return
+    with contextlib.suppress(Exception):
+        from pydron.remote import pool
+
+        pool.shutdown()  # the workers first, then their nodes
+    try:
+        terminate_all()
+    except CloudError as exc:
+        import sys
+
+        print(f"pydron: error: {exc}", file=sys.stderr)
+
+
+atexit.register(_at_exit)
+
+_handler_installed = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if _closing.is_set():
+        return  # already on the way out
+    _closing.set()
+    raise SystemExit(128 + signum)  # unwinds to the exit path: atexit terminates the nodes
+
+
+def _install_signal_handler() -> None:
+    """SIGTERM ends the run like an exception: from the main thread, if nobody claimed it.
+
+    Called when a cloud entry is read (usually on the main thread) and again
+    when nodes are created (on the pool's start-up threads: then a no-op).
+    """
+    global _handler_installed
+    if _handler_installed or threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+    _handler_installed = True

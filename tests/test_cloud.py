@@ -1,0 +1,228 @@
+"""``cloud`` worker entries: libcloud's dummy driver and EC2 against a moto server.
+
+Only 127.0.0.1 is ever contacted.  The nodes' addresses are invented by the
+stand-ins (dummy: 127.0.0.N, moto: public 54.x addresses); ssh reaches them
+through ``ProxyCommand nc 127.0.0.1 PORT`` to the test sshd (``proxy_options``),
+with the host key checked under ``HostKeyAlias``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+import cloudhelpers as C
+import sshd as S
+import test_ssh as T
+from pydron.config import load_config
+from pydron.errors import ConfigError, PydronError
+from pydron.remote import cloud
+from pydron.remote import pool as pool_module
+from pydron.remote.pool import Pool
+from pydron.runtime.graph import Graph
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(REPO, "tests")
+SECRET = "moto-Secret-9f3e21"   # the test credential, never to be seen anywhere
+KEY_ID = "AKIAPYDRONTEST0001"
+MOTO_PROVIDER = "cloudhelpers:MotoEC2NodeDriver"
+IMAGE = "ami-03cf127a"          # one of moto's stock images
+SIZE = "t2.micro"
+
+
+def write_conf(directory, *entries):
+    return T.write_conf(directory, *entries)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def by_value():
+    cloudpickle.register_pickle_by_value(T)
+    yield
+    cloudpickle.unregister_pickle_by_value(T)
+
+
+@pytest.fixture
+def server(sshd):
+    """The sshd fixture; afterwards no process of the test user and an empty tmp_dir."""
+    yield sshd
+    leftovers = sshd.leftover_processes(timeout=5)
+    deadline = time.monotonic() + 5
+    while os.listdir(sshd.user_tmp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = os.listdir(sshd.user_tmp)
+    if leftovers or left:
+        S._kill(S._user_pids(sshd.user, sshd.tag))
+        for name in left:
+            os.system(f"rm -rf {sshd.user_tmp}/{name}")
+    assert leftovers == [], f"processes of {sshd.user} left behind: {leftovers}"
+    assert left == [], f"tmp_dir {sshd.user_tmp} not emptied: {left}"
+
+
+def node_ssh(sshd, **extra):
+    """The ssh part of a cloud entry: the nodes are reached through the test sshd."""
+    options = {**T.known_hosts(sshd), "IdentitiesOnly": "yes", **sshd.proxy_options()}
+    entry = {"username": sshd.user, "privatekey": sshd.identity_file,
+             "python": T.matching_python(sshd) or "python3", "tmp_dir": sshd.user_tmp,
+             "ssh_options": options}
+    entry.update(extra)
+    return entry
+
+
+def dummy_entry(sshd, **extra):
+    entry = {"type": "cloud", "provider": "dummy", "accesskeyid": "pydron",
+             "imageid": "1", "sizeid": "2", "count": 2, "cores": 1, **node_ssh(sshd)}
+    entry.update(extra)
+    return entry
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_entry_is_validated_but_nothing_is_provisioned(tmp_path):
+    specs = load_config(write_conf(tmp_path, {
+        "type": "cloud", "provider": "dummy", "accesskeyid": "x", "imageid": "1", "sizeid": "1",
+        "count": 3, "cores": 2, "data_ports": "9000-9001", "ssh_timeout": 5}))
+    assert len(specs) == 6 and len({s.label for s in specs}) == 6
+    assert {(s.node, s.core) for s in specs} == {(n, c) for n in range(3) for c in range(2)}
+    cluster = specs[0].cluster
+    assert all(s.cluster is cluster for s in specs) and cluster.nodes == []
+    assert cluster._driver is None  # no driver, no call, until the pool starts
+    assert specs[0].data_ports == (9000, 9001)
+
+
+@pytest.mark.parametrize("extra,field,expected", [
+    ({"provider": "no-such-cloud"}, "provider", "unknown libcloud compute provider 'no-such-cloud'"),
+    ({"provider": "nosuchmodule_pd:Driver"}, "provider", "cannot import module"),
+    ({"provider": "os:path"}, "provider", "not a libcloud NodeDriver class"),
+    ({"provider": "cloudhelpers:Nope"}, "provider", "has no 'Nope'"),
+    ({"imageid": ""}, "imageid", "non-empty string"),
+    ({"sizeid": 5}, "sizeid", "non-empty string"),
+    ({"count": 0}, "count", "positive integer"),
+    ({"cores": "2"}, "cores", "positive integer"),
+    ({"accesskey": SECRET}, "accesskeyid", "without its accesskeyid"),
+    ({"accesskeyid": "a", "accesskey": ["x"]}, "accesskey", "one-line string"),
+    ({"driver_options": "host=x"}, "driver_options", "expected an object"),
+    ({"node_options": {"a b": 1}}, "node_options.a b", "keyword argument name"),
+    ({"ssh_options": {"Port": 22}}, "ssh_options.Port", "field 'port'"),
+    ({"ssh_timeout": 0}, "ssh_timeout", "positive number of seconds"),
+    ({"privatekey": "/nonexistent/key"}, "privatekey", "no such file"),
+    ({"port": 70000}, "port", "1-65535"),
+    ({"python": "a//b"}, "python", "not a command"),
+    ({"cores": 3, "data_ports": "9000-9001"}, "data_ports", "fewer than cores=3"),
+    ({"keep": True}, "keep", "unknown field"),
+])
+def test_entry_errors(tmp_path, extra, field, expected):
+    entry = {"type": "cloud", "provider": "dummy", "imageid": "1", "sizeid": "1", **extra}
+    path = write_conf(tmp_path, {"type": "multicore", "cores": 1}, entry)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and f"workers[1].{field}: " in message, message
+    assert expected in message, message
+    assert SECRET not in message
+
+
+def test_missing_provider(tmp_path):
+    with pytest.raises(ConfigError, match=r"workers\[0\]\.provider: missing required field"):
+        load_config(write_conf(tmp_path, {"type": "cloud", "imageid": "1", "sizeid": "1"}))
+
+
+def test_credentials_not_in_specs(tmp_path):
+    specs = load_config(write_conf(tmp_path, {
+        "type": "cloud", "provider": MOTO_PROVIDER, "accesskeyid": KEY_ID, "accesskey": SECRET,
+        "imageid": IMAGE, "sizeid": SIZE}))
+    assert SECRET not in repr(specs) and KEY_ID not in repr(specs)
+    assert SECRET not in repr(specs[0].cluster) and SECRET not in repr(specs[0].cluster.settings)
+
+
+# ------------------------------------------------------------------ dummy driver
+
+
+def _pool_failure(specs):
+    with pytest.raises(PydronError) as info:
+        Pool(specs).shutdown()
+    return info.value
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("imageid", "99", "no image '99' at provider 'dummy'"),
+    ("sizeid", "large", "no size 'large' at provider 'dummy'"),
+    ("node_options", {"ex_color": "red"}, "does not take 'ex_color'"),
+])
+def test_dummy_unknown_image_or_size(tmp_path, sshd, field, value, expected):
+    path = write_conf(tmp_path, dummy_entry(sshd, **{field: value}))
+    specs = load_config(path)
+    error = _pool_failure(specs)
+    assert isinstance(error, ConfigError), error
+    name = field if field != "node_options" else "node_options.ex_color"
+    assert f"{path}: workers[0].{name}: " in str(error) and expected in str(error), str(error)
+    assert specs[0].cluster.nodes == []
+
+
+@pytest.fixture
+def runnable(server):
+    return T.need_matching_python(server)
+
+
+def test_dummy_run_terminates_every_node(server, runnable, tmp_path):
+    """Provision with libcloud's dummy driver, run tasks on its nodes, terminate them."""
+    from libcloud.compute.types import NodeState
+
+    specs = load_config(write_conf(tmp_path, dummy_entry(server, count=2, cores=2)))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    try:
+        driver = cluster.driver()
+        assert len(cluster.nodes) == 2 and len(pool.workers) == 4
+        assert all(node in driver.list_nodes() for node in cluster.nodes)
+        # ssh went to the invented addresses, through the ProxyCommand only
+        hosts = set()
+        for worker in pool.workers:
+            config_file = worker.gateway._io.popen.args[3]
+            with open(config_file) as handle:
+                text = handle.read()
+            hosts |= {line.split()[1] for line in text.splitlines() if "HostName" in line}
+            assert f"ProxyCommand nc 127.0.0.1 {server.port}" in text
+        assert hosts == {node.public_ips[0] for node in cluster.nodes}
+        graph = Graph(lambda: pool)
+        futures = [graph.submit(T.square, (i,), {}) for i in range(12)]
+        assert [f._pd_result() for f in futures] == [i * i for i in range(12)]
+    finally:
+        pool.shutdown()
+    assert all(node.state == NodeState.TERMINATED for node in cluster.nodes)
+    assert not [node for node in driver.list_nodes() if node in cluster.nodes]
+    assert cluster not in cloud._live
+
+
+def test_dummy_differential_subset(server, runnable, tmp_path):
+    """A subset of the differential suite on dummy-provisioned nodes."""
+    import test_differential
+    import test_differential_more
+    from difftest import assert_equivalent
+
+    modules = (test_differential, test_differential_more)
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    cases = (test_differential.CASES + test_differential_more.CASES)[::12]
+    specs = load_config(write_conf(tmp_path, dummy_entry(server, count=2, cores=1)))
+    cluster = specs[0].cluster
+    saved = pool_module._pool
+    pool = pool_module._pool = Pool(specs)
+    try:
+        for case in cases:
+            assert_equivalent(case.fn, *case.args, **case.kwargs)
+        assert all(worker.alive for worker in pool.workers)
+        assert sum(len(w.functions_sent) for w in pool.workers) > 0
+    finally:
+        pool_module._pool = saved
+        pool.shutdown()
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
+    assert len(cluster.nodes) == 2 and len(cluster._terminated) == 2
+    assert not [node for node in cluster.driver().list_nodes() if node in cluster.nodes]
