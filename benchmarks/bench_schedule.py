@@ -29,43 +29,19 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+sys.path.insert(0, HERE)  # workloads.py, which also puts the checkout on sys.path
 
 import pydron  # noqa: E402
 from pydron.remote import pool as pool_module  # noqa: E402
-
-
-# ----------------------------------------------------------------- the work
-
-
-@pydron.functional
-def busy(n):
-    """Pure-Python CPU work: ``n`` loop iterations."""
-    x = 0
-    for i in range(n):
-        x += i * i % 7
-    return x
-
-
-def calibrate(target_seconds):
-    """The ``n`` for which ``busy(n)`` takes about ``target_seconds`` here."""
-    n = 20_000
-    while True:
-        start = time.perf_counter()
-        busy(n)
-        elapsed = time.perf_counter() - start
-        if elapsed > 0.02:
-            break
-        n *= 2
-    n = int(n * target_seconds / elapsed)
-    best = min(_time(busy, n) for _ in range(3))
-    return max(1, int(n * target_seconds / best))
+from workloads import best_of, busy, calibrate, glue, glue_calls  # noqa: E402
+from workloads import timed as _timed  # noqa: E402
 
 
 def _time(fn, *args):
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
+    return _timed(fn, *args)[1]
+
+
+# ----------------------------------------------------------------- the work
 
 
 def sequential(ns):
@@ -77,45 +53,11 @@ def sequential(ns):
 
 
 scheduled = pydron.schedule(sequential)
-
-
-# ----------------------------------------------------------------- glue
-
-
-def glue(n):
-    total = 0
-    for i in range(n):
-        total += i * i
-        total -= i
-    return total
-
-
-def plain_helper(i):
-    return i + 1
-
-
-def glue_calls(n):
-    total = 0
-    for i in range(n):
-        total += abs(i) * i
-        total -= plain_helper(i)
-    return total
-
-
 glue_scheduled = pydron.schedule(glue)
 glue_calls_scheduled = pydron.schedule(glue_calls)
 
 
 # ----------------------------------------------------------------- runs
-
-
-def best_of(repeat, fn, *args):
-    times, result = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn(*args)
-        times.append(time.perf_counter() - start)
-    return min(times), result
 
 
 def pool_cold(workers, ns):

@@ -1,0 +1,350 @@
+"""Every tool of the benchmark, each running the workloads in its own idiom.
+
+A tool has ``start()`` / ``stop()`` (its worker processes) and one method per
+workload, returning the same value as the sequential reference in
+``workloads.py``.  ``start()`` plus ``first()`` is a cold start to the first
+result; ``first()`` on a started tool is a warm one.
+
+``IDIOMS`` says, per tool and workload, how it is written; ``run.py`` prints it
+under the table.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import importlib.util
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+
+import workloads as w
+
+# Shown in this order.
+NAMES = ["sequential", "pydron", "ProcessPoolExecutor", "multiprocessing.Pool", "joblib", "Dask"]
+PEERS = ["ProcessPoolExecutor", "multiprocessing.Pool", "joblib", "Dask"]
+
+
+class Tool:
+    name = ""
+    requires: tuple[str, ...] = ()
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    @classmethod
+    def missing(cls) -> str | None:
+        """Why this tool cannot run here (a package is not installed), or None."""
+        absent = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if absent:
+            return (f"{', '.join(absent)} not installed "
+                    f"(python3 -m pip install -e '.[bench]')")
+        return None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def first(self, x):
+        raise NotImplementedError
+
+    def cpu(self, ns):
+        raise NotImplementedError
+
+    def trivial(self, count):
+        raise NotImplementedError
+
+    def chains(self, count, length, n):
+        raise NotImplementedError
+
+    def pipeline(self, items, size):
+        raise NotImplementedError
+
+    glue = None  # only sequential and pydron run the glue loop
+
+
+class Sequential(Tool):
+    name = "sequential"
+
+    def first(self, x):
+        return w.first(x)
+
+    def cpu(self, ns):
+        return w.cpu(ns)
+
+    def trivial(self, count):
+        return w.trivial(count)
+
+    def chains(self, count, length, n):
+        return w.chains(count, length, n)
+
+    def pipeline(self, items, size):
+        return w.pipeline(items, size)
+
+    def glue(self, n):
+        return w.glue(n)
+
+
+# ----------------------------------------------------------------- pydron
+
+
+class WireCounter:
+    """Bytes through the master's execnet pipes, counted in ``Popen2IO.read``/``write``.
+
+    pydron's workers are execnet popen gateways; every byte between the master
+    and a worker goes through one of these two methods (in the master's
+    process only: the workers run their own copy of execnet).  pydron's code is
+    not touched.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.received = 0
+        self.installed = False
+        self.why_not = ""
+        self._lock = threading.Lock()
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        try:
+            from execnet import gateway_base
+
+            io_class = gateway_base.Popen2IO
+            read, write = io_class.read, io_class.write
+        except (ImportError, AttributeError) as exc:
+            self.why_not = f"execnet has no Popen2IO.read/write to count in ({exc})"
+            return
+        counter = self
+
+        def counting_read(io, numbytes):
+            data = read(io, numbytes)
+            with counter._lock:
+                counter.received += len(data)
+            return data
+
+        def counting_write(io, data):
+            write(io, data)
+            with counter._lock:
+                counter.sent += len(data)
+
+        io_class.read, io_class.write = counting_read, counting_write
+        self.installed = True
+
+    def total(self) -> int:
+        with self._lock:
+            return self.sent + self.received
+
+
+class Pydron(Tool):
+    """The sequential reference functions themselves, under ``@pydron.schedule``."""
+
+    name = "pydron"
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        # The same number of local worker processes as every peer, whatever
+        # pydron.conf says: PYDRON_TX wins over the configuration file.
+        os.environ["PYDRON_TX"] = f"{workers}*popen//python={sys.executable}"
+        import pydron
+
+        self._pydron = pydron
+        self.wire = WireCounter()
+        self.wire.install()
+        self.first = pydron.schedule(w.first)
+        self.cpu = pydron.schedule(w.cpu)
+        self.trivial = pydron.schedule(w.trivial)
+        self.chains = pydron.schedule(w.chains)
+        self.pipeline = pydron.schedule(w.pipeline)
+        self.glue = pydron.schedule(w.glue)
+
+    # start(): nothing -- the first @schedule call starts the pool, as for a user.
+
+    def stop(self) -> None:
+        self._pydron.shutdown()
+
+
+# ----------------------------------------------------------------- process pools
+
+
+class ProcessPool(Tool):
+    name = "ProcessPoolExecutor"
+
+    def start(self) -> None:
+        self.ex = concurrent.futures.ProcessPoolExecutor(self.workers)
+
+    def stop(self) -> None:
+        self.ex.shutdown(wait=True)
+
+    def first(self, x):
+        return self.ex.submit(w.inc, x).result()
+
+    def cpu(self, ns):
+        return list(self.ex.map(w.busy, ns))
+
+    def trivial(self, count):
+        futures = [self.ex.submit(w.inc, i) for i in range(count)]
+        return [f.result() for f in futures]
+
+    def chains(self, count, length, n):
+        """Each step is submitted when the one before it has finished."""
+        results = [None] * count
+        pending = {self.ex.submit(w.step, c, n): (c, 1) for c in range(count)}
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                c, steps = pending.pop(future)
+                if steps < length:
+                    pending[self.ex.submit(w.step, future.result(), n)] = (c, steps + 1)
+                else:
+                    results[c] = future.result()
+        return results
+
+    def pipeline(self, items, size):
+        first = list(self.ex.map(w.produce, range(items), [size] * items))
+        second = list(self.ex.map(w.transform, first))
+        return list(self.ex.map(w.digest, second))
+
+
+class MultiprocessingPool(Tool):
+    name = "multiprocessing.Pool"
+
+    def start(self) -> None:
+        self.pool = multiprocessing.Pool(self.workers)
+
+    def stop(self) -> None:
+        self.pool.close()
+        self.pool.join()
+
+    def first(self, x):
+        return self.pool.apply_async(w.inc, (x,)).get()
+
+    def cpu(self, ns):
+        return self.pool.map(w.busy, ns)
+
+    def trivial(self, count):
+        results = [self.pool.apply_async(w.inc, (i,)) for i in range(count)]
+        return [r.get() for r in results]
+
+    def chains(self, count, length, n):
+        return self.pool.starmap(w.run_chain, [(c, length, n) for c in range(count)])
+
+    def pipeline(self, items, size):
+        first = self.pool.starmap(w.produce, [(i, size) for i in range(items)])
+        second = self.pool.map(w.transform, first)
+        return self.pool.map(w.digest, second)
+
+
+# ----------------------------------------------------------------- joblib
+
+
+class Joblib(Tool):
+    """``Parallel(n_jobs=W)(delayed(f)(x) ...)`` on the loky backend (joblib's default)."""
+
+    name = "joblib"
+    requires = ("joblib",)
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        from joblib import Parallel, delayed
+
+        self.Parallel, self.delayed = Parallel, delayed
+
+    def run(self, calls, **options):
+        return self.Parallel(n_jobs=self.workers, backend="loky", **options)(calls)
+
+    # start(): nothing -- the first Parallel call starts loky's reusable executor.
+
+    def stop(self) -> None:
+        from joblib.externals.loky import reusable_executor
+
+        executor = reusable_executor._executor
+        if executor is not None:
+            executor.shutdown(wait=True, kill_workers=True)
+
+    def first(self, x):
+        return self.run([self.delayed(w.inc)(x)])[0]
+
+    def cpu(self, ns):
+        return self.run(self.delayed(w.busy)(n) for n in ns)
+
+    def trivial(self, count):
+        return self.run((self.delayed(w.inc)(i) for i in range(count)), batch_size=1)
+
+    def chains(self, count, length, n):
+        return self.run(self.delayed(w.run_chain)(c, length, n) for c in range(count))
+
+    def pipeline(self, items, size):
+        first = self.run(self.delayed(w.produce)(i, size) for i in range(items))
+        second = self.run(self.delayed(w.transform)(data) for data in first)
+        return self.run(self.delayed(w.digest)(data) for data in second)
+
+
+# ----------------------------------------------------------------- Dask
+
+
+class Dask(Tool):
+    """``dask.delayed`` graphs, computed on a distributed LocalCluster of W processes."""
+
+    name = "Dask"
+    requires = ("dask", "distributed")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        import dask
+        from dask.distributed import Client, LocalCluster
+
+        self.dask, self.LocalCluster, self.Client = dask, LocalCluster, Client
+
+    def start(self) -> None:
+        self.cluster = self.LocalCluster(
+            n_workers=self.workers, processes=True, threads_per_worker=1,
+            dashboard_address=None, silence_logs=logging.ERROR)
+        self.client = self.Client(self.cluster)
+
+    def stop(self) -> None:
+        self.client.close()
+        self.cluster.close()
+
+    def compute(self, values):
+        return list(self.dask.compute(*values))
+
+    def first(self, x):
+        return self.dask.delayed(w.inc)(x).compute()
+
+    def cpu(self, ns):
+        return self.compute(self.dask.delayed(w.busy)(n) for n in ns)
+
+    def trivial(self, count):
+        return self.compute(self.dask.delayed(w.inc)(i) for i in range(count))
+
+    def chains(self, count, length, n):
+        step = self.dask.delayed(w.step)
+        results = []
+        for c in range(count):
+            x = c
+            for _ in range(length):
+                x = step(x, n)
+            results.append(x)
+        return self.compute(results)
+
+    def pipeline(self, items, size):
+        d = self.dask.delayed
+        return self.compute(d(w.digest)(d(w.transform)(d(w.produce)(i, size))) for i in range(items))
+
+
+TOOLS = {cls.name: cls for cls in (Sequential, Pydron, ProcessPool, MultiprocessingPool, Joblib, Dask)}
+
+IDIOMS = {
+    "pydron": "the sequential functions of `workloads.py`, unchanged, under `@pydron.schedule`",
+    "ProcessPoolExecutor": "`ex.map` (1, 4: one map per stage), `ex.submit` per task (2), "
+                           "3: each step submitted when its predecessor finishes (`wait(FIRST_COMPLETED)`)",
+    "multiprocessing.Pool": "`pool.map` (1, 4: one map per stage), `apply_async` per task (2), "
+                            "3: one task per whole chain (`starmap`)",
+    "joblib": "`Parallel(n_jobs=W)(delayed(f)(x) ...)`, loky; `batch_size=1` in 2; "
+              "3: one task per whole chain; 4: one `Parallel` per stage",
+    "Dask": "`dask.compute(*delayed calls)` on `LocalCluster(n_workers=W, processes=True, "
+            "threads_per_worker=1)`; 3, 4: the delayed graph of the sequential code",
+}

@@ -1,0 +1,65 @@
+"""``benchmarks/run.py --quick``: every tool produces the correct result of every workload.
+
+Only correctness is asserted, never a timing: the figures of a quick run on a
+shared CI machine mean nothing.  The run takes a few seconds (under 60 s).
+joblib and Dask come from the ``bench`` extra; where one is not installed,
+run.py skips it and so does its test here, saying which package is missing.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = os.path.join(ROOT, "benchmarks", "run.py")
+
+POOL_MEASURES = ["cpu", "trivial", "chains", "pipeline", "cold", "warm"]
+EXPECTED = {
+    "sequential": ["cpu", "trivial", "chains", "pipeline", "glue"],
+    "pydron": POOL_MEASURES + ["glue"],
+    "ProcessPoolExecutor": POOL_MEASURES,
+    "multiprocessing.Pool": POOL_MEASURES,
+    "joblib": POOL_MEASURES,
+    "Dask": POOL_MEASURES,
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    env = dict(os.environ)
+    env.pop("PYDRON_TX", None)  # run.py sets its own
+    proc = subprocess.run(
+        [sys.executable, RUN, "--quick", "--json", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    data = json.loads(out.read_text()) if out.exists() else None
+    return proc, data
+
+
+def _output(proc):
+    return f"exit {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr[-4000:]}"
+
+
+def test_quick_run_prints_one_table(quick_run):
+    proc, data = quick_run
+    assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
+    assert proc.returncode == 0, _output(proc)
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert table and all(name in table[0] for name in EXPECTED), _output(proc)
+
+
+@pytest.mark.parametrize("tool", list(EXPECTED))
+def test_tool_results_are_correct(quick_run, tool):
+    proc, data = quick_run
+    assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
+    if tool in data["skipped"]:
+        pytest.skip(f"{tool}: {data['skipped'][tool]}")
+    results = data["results"][tool]
+    assert not results.get("fatal"), f"{tool}: {results['fatal']}\n" + _output(proc)
+    for measure in EXPECTED[tool]:
+        assert measure in results, f"{tool} did not run {measure}\n" + _output(proc)
+        assert results[measure]["runs"], f"{tool} has no run of {measure}\n" + _output(proc)
+        assert not results[measure]["errors"], f"{tool}: {results[measure]['errors']}"
