@@ -47,6 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("target", metavar="MODULE:FUNCTION",
                          help="e.g. mypipeline:calibrate or path/to/file.py:calibrate")
     explain.set_defaults(func=_explain)
+
+    cloud = commands.add_parser(
+        "cloud",
+        help="list or terminate the cloud nodes pydron started that are still alive",
+        description="For the cloud entries of the configuration (PYDRON_CONF or pydron.conf), "
+        "list the nodes pydron created that are not terminated, or terminate them.",
+    )
+    cloud.add_argument("action", choices=("list", "cleanup"),
+                       help="list: show them; cleanup: terminate them")
+    cloud.add_argument("--run", metavar="RUN_ID", default=None,
+                       help="only the nodes of this run (the id in their name pydron-RUN_ID-K)")
+    cloud.set_defaults(func=_cloud)
     return parser
 
 
@@ -112,3 +124,49 @@ def _explain(args: argparse.Namespace) -> int:
             return 2
     print(explain(target))
     return 0
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from pydron.config import find_config_file, load_config
+    from pydron.remote import cloud
+
+    path = find_config_file()
+    if path is None:
+        print("pydron: error: no pydron.conf found (set PYDRON_CONF)", file=sys.stderr)
+        return 2
+    clusters = []
+    for spec in load_config(path):
+        cluster = getattr(spec, "cluster", None)
+        if isinstance(cluster, cloud.Cluster) and cluster not in clusters:
+            clusters.append(cluster)
+    if not clusters:
+        print(f"{path}: no cloud entries")
+        return 0
+    status = 0
+    for cluster in clusters:
+        where = f"{cluster.settings.name} ({cluster.settings.provider})"
+        try:
+            nodes = [node for node in cloud.alive_nodes(cluster)
+                     if args.run is None or cloud.node_run(node) == args.run]
+        except Exception as exc:  # noqa: BLE001 - one entry's provider failing is reported
+            print(f"pydron: error: {where}: cannot list nodes: {cluster.scrub_exception(exc)}",
+                  file=sys.stderr)
+            status = 1
+            continue
+        for node in nodes:
+            addresses = ",".join(list(node.public_ips or []) + list(node.private_ips or []))
+            line = (f"{where}\t{node.id}\t{node.name}\t{node.state}\t"
+                    f"run={cloud.node_run(node)}\t{addresses or '-'}")
+            if args.action == "list":
+                print(line)
+                continue
+            cause = cloud.terminate_node(cluster.driver(), node, cluster.scrub_exception)
+            if cause is None:
+                print(f"terminated\t{line}")
+            else:
+                print(f"pydron: error: {where}: node {node.id} ({node.name}) could not be "
+                      f"terminated: {cause}", file=sys.stderr)
+                status = 1
+        if not nodes:
+            print(f"{where}\tno pydron nodes alive")
+    return status

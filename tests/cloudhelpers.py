@@ -9,7 +9,11 @@ moto server (5.x) normalised before libcloud parses them; pass it as a
   without the trailing slash libcloud looks for;
 * error documents carry that namespace, and libcloud looks for ``Errors/Error``
   without one;
+* an error has ``<Type>`` besides ``<Code>`` and ``<Message>``, which libcloud
+  unpacks as a pair;
 * CreateTags/DeleteTags replies have no ``<return>``;
+* moto checks SigV4 signatures with botocore, which leaves ``User-Agent`` out
+  of the signed headers (libcloud signs it);
 * libcloud numbers tag lists (``Tag.0.Key``) from 0, moto reads from 1.
 
 The production path (``"provider": "ec2"``) is libcloud's driver as it is.
@@ -48,11 +52,21 @@ class MotoEC2Response(EC2Response):
     def parse_error(self):
         if isinstance(self.body, str):
             self.body = _NS_RE.sub("", self.body)  # libcloud reads Errors/Error without one
+            # and expects exactly <Code> and <Message> in each error (moto adds <Type>)
+            self.body = re.sub(r"<Type>[^<]*</Type>", "", self.body)
         return super().parse_error()
 
 
 class MotoEC2Connection(EC2Connection):
     responseCls = MotoEC2Response
+
+    def pre_connect_hook(self, params, headers):
+        # moto checks signatures with botocore, which never signs User-Agent
+        agent = headers.pop("User-Agent", None)
+        params, headers = super().pre_connect_hook(params, headers)
+        if agent is not None:
+            headers["User-Agent"] = agent
+        return params, headers
 
 
 class MotoEC2NodeDriver(EC2NodeDriver):
@@ -103,14 +117,17 @@ class MotoServer:
     def __init__(self) -> None:
         self.port = 0
         self.process: subprocess.Popen | None = None
+        self.key_id, self.secret = "testing", "testing"
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, attempts: int = 5) -> "MotoServer":
+    def start(self, attempts: int = 5, auth: bool = True) -> "MotoServer":
+        """Start the server; with ``auth``, it checks credentials (``key_id``, ``secret``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        if auth:  # the first 3 requests make the IAM user, then every request is checked
+            env["INITIAL_NO_AUTH_ACTION_COUNT"] = "3"
         for _ in range(attempts):
             self.port = free_port()
             self.process = subprocess.Popen(
@@ -121,9 +138,12 @@ class MotoServer:
             while time.monotonic() < deadline and self.process.poll() is None:
                 try:
                     urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).read()
-                    return self
                 except OSError:
                     time.sleep(0.1)
+                    continue
+                if auth:
+                    self._make_user()
+                return self
             self.stop()
         raise RuntimeError("the moto server did not start")
 
@@ -137,14 +157,30 @@ class MotoServer:
                 process.kill()
                 process.wait()
 
-    def client(self, key: str = "testing", secret: str = "testing"):
+    def _make_user(self) -> None:
+        """An IAM user allowed everything; its key is what the tests use (3 requests)."""
+        import json
+
+        import boto3
+
+        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name=self.region,
+                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="pydron-test")
+        iam.put_user_policy(UserName="pydron-test", PolicyName="all", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17",
+             "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="pydron-test")["AccessKey"]
+        self.key_id, self.secret = key["AccessKeyId"], key["SecretAccessKey"]
+
+    def client(self):
         import boto3
 
         return boto3.client("ec2", endpoint_url=self.endpoint, region_name=self.region,
-                            aws_access_key_id=key, aws_secret_access_key=secret)
+                            aws_access_key_id=self.key_id, aws_secret_access_key=self.secret)
 
-    def instances(self, states=("pending", "running")) -> list[dict]:
-        """moto's instances in ``states``, as boto3 describes them."""
+    def instances(self, states=("pending", "running", "stopping", "stopped", "shutting-down")
+                  ) -> list[dict]:
+        """moto's instances in ``states`` (default: all not terminated), as boto3 describes them."""
         found = []
         pages = self.client().get_paginator("describe_instances").paginate(
             Filters=[{"Name": "instance-state-name", "Values": list(states)}])

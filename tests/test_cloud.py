@@ -226,3 +226,239 @@ def test_dummy_differential_subset(server, runnable, tmp_path):
             cloudpickle.unregister_pickle_by_value(module)
     assert len(cluster.nodes) == 2 and len(cluster._terminated) == 2
     assert not [node for node in cluster.driver().list_nodes() if node in cluster.nodes]
+
+
+# ------------------------------------------------------------------ EC2 against moto
+
+
+@pytest.fixture(scope="module")
+def moto():
+    """A moto server on 127.0.0.1 that checks credentials; no instance alive at the end."""
+    server = C.MotoServer().start()
+    try:
+        yield server
+        assert server.instances() == []
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ec2(moto):
+    """Each test starts and must end with zero instances running or pending in moto."""
+    assert moto.instances() == []
+    yield moto
+    left = moto.instances()
+    for instance in left:  # do not spill over into the next test
+        moto.client().terminate_instances(InstanceIds=[instance["InstanceId"]])
+    assert left == [], [(i["InstanceId"], i["State"]["Name"]) for i in left]
+
+
+def ec2_entry(moto, sshd, **extra):
+    entry = {"type": "cloud", "provider": MOTO_PROVIDER, "accesskeyid": moto.key_id,
+             "accesskey": moto.secret, "region": moto.region, "imageid": IMAGE, "sizeid": SIZE,
+             "count": 2, "cores": 1, "driver_options": moto.driver_options(), **node_ssh(sshd)}
+    entry.update(extra)
+    return entry
+
+
+def tags_of(instance):
+    return {tag["Key"]: tag["Value"] for tag in instance.get("Tags", [])}
+
+
+def all_instance_ids(moto):
+    return {i["InstanceId"] for i in moto.instances(states=(
+        "pending", "running", "stopping", "stopped", "shutting-down", "terminated"))}
+
+
+def test_ec2_run_tags_and_terminates(server, runnable, ec2, tmp_path):
+    specs = load_config(write_conf(tmp_path, ec2_entry(ec2, server, count=2, cores=2)))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    try:
+        running = ec2.instances(states=("running", "pending"))
+        assert len(running) == 2 and len(pool.workers) == 4
+        for instance in running:
+            tags = tags_of(instance)
+            assert tags[cloud.RUN_TAG] == cluster.run_id
+            assert tags["Name"].startswith(f"pydron-{cluster.run_id}-")
+            assert instance["InstanceType"] == SIZE and instance["ImageId"] == IMAGE
+        graph = Graph(lambda: pool)
+        futures = [graph.submit(T.square, (i,), {}) for i in range(10)]
+        assert [f._pd_result() for f in futures] == [i * i for i in range(10)]
+        # never on a command line, in a message or in a spec
+        assert not [line for line in T.all_cmdlines() if ec2.secret in line]
+        assert ec2.secret not in repr(specs) + repr(cluster)
+    finally:
+        pool.shutdown()
+    assert ec2.instances() == []
+    assert {node.id for node in cluster.nodes} <= all_instance_ids(ec2)
+
+
+def test_ec2_bad_credential(ec2, sshd, tmp_path):
+    path = write_conf(tmp_path, ec2_entry(ec2, sshd, accesskey="not-the-Secret-0000"))
+    error = _pool_failure(load_config(path))
+    message = str(error)
+    assert isinstance(error, ConfigError)
+    assert f"{path}: workers[0].accesskey: " in message and "refused the credentials" in message
+    assert "AuthFailure" in message
+    assert "not-the-Secret-0000" not in message and ec2.secret not in message
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("imageid", "ami-00000000", "cannot look up image 'ami-00000000'"),
+    ("sizeid", "t9.enormous", "no size 't9.enormous'"),
+])
+def test_ec2_unknown_image_or_size(ec2, sshd, tmp_path, field, value, expected):
+    path = write_conf(tmp_path, ec2_entry(ec2, sshd, **{field: value}))
+    before = all_instance_ids(ec2)
+    error = _pool_failure(load_config(path))
+    assert isinstance(error, ConfigError)
+    assert f"{path}: workers[0].{field}: " in str(error) and expected in str(error), str(error)
+    assert all_instance_ids(ec2) == before  # nothing was started
+
+
+def test_ec2_unreachable_node_fails_and_is_terminated(ec2, sshd, tmp_path):
+    closed = S.free_port()  # nobody listens there
+    entry = ec2_entry(ec2, sshd, count=2, ssh_timeout=3)
+    entry["ssh_options"]["ProxyCommand"] = f"nc 127.0.0.1 {closed}"
+    specs = load_config(write_conf(tmp_path, entry))
+    start = time.monotonic()
+    error = _pool_failure(specs)
+    message = str(error)
+    assert time.monotonic() - start < 30
+    node_ids = [node.id for node in specs[0].cluster.nodes]
+    assert len(node_ids) == 2 and any(f"node {i} " in message for i in node_ids), message
+    assert "did not answer ssh within 3 s (ssh_timeout)" in message, message
+    assert "workers[0]" in message and ec2.secret not in message
+    assert ec2.instances() == []
+
+
+# ------------------------------------------------------------------ cloud list / cleanup
+
+
+def run_cli(*args, conf):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, TESTS]), "PYDRON_CONF": str(conf)}
+    env.pop("PYDRON_TX", None)
+    return subprocess.run([sys.executable, "-m", "pydron", *args], cwd=REPO, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+
+
+def test_cloud_list_and_cleanup(ec2, sshd, tmp_path):
+    conf = write_conf(tmp_path, ec2_entry(ec2, sshd, count=2))
+    cluster = load_config(conf)[0].cluster
+    cluster.provision()  # nodes as a run killed with SIGKILL would leave them
+    try:
+        ids = {node.id for node in cluster.nodes}
+        assert {i["InstanceId"] for i in ec2.instances()} == ids
+        listed = run_cli("cloud", "list", conf=conf)
+        assert listed.returncode == 0, listed.stderr
+        for node_id in ids:
+            assert node_id in listed.stdout and f"run={cluster.run_id}" in listed.stdout
+        other = run_cli("cloud", "list", "--run", "someotherrun", conf=conf)
+        assert other.returncode == 0 and not any(i in other.stdout for i in ids)
+        cleanup = run_cli("cloud", "cleanup", conf=conf)
+        assert cleanup.returncode == 0, cleanup.stderr
+        assert cleanup.stdout.count("terminated\t") == 2, cleanup.stdout
+        assert ec2.instances() == []
+        after = run_cli("cloud", "list", conf=conf)
+        assert after.returncode == 0 and "no pydron nodes alive" in after.stdout
+        for result in (listed, other, cleanup, after):
+            assert ec2.secret not in result.stdout + result.stderr
+    finally:
+        cluster.release()
+
+
+def test_cloud_list_without_cloud_entries(tmp_path):
+    conf = write_conf(tmp_path, {"type": "multicore", "cores": 1})
+    result = run_cli("cloud", "list", conf=conf)
+    assert result.returncode == 0 and "no cloud entries" in result.stdout
+
+
+# ------------------------------------------------------------------ the master fails or is killed
+
+
+SCRIPT = """
+import sys, time
+import pydron
+
+@pydron.functional
+def square(x):
+    return x * x
+
+@pydron.functional
+def nap(x):
+    time.sleep(x)
+    return x
+
+@pydron.schedule
+def fails(n):
+    values = [square(i) for i in range(n)]
+    total = sum(values)
+    if total > 10:
+        raise ValueError(f"boom {total}")
+    return total
+
+@pydron.schedule
+def sleeps():
+    nap(60)
+    return 1
+
+if sys.argv[1] == "fail":
+    print(fails(6))
+else:
+    from pydron.remote import pool
+    pool.get_pool()
+    print("ready", flush=True)
+    sleeps()
+"""
+
+
+def start_master(tmp_path, conf, mode):
+    script = tmp_path / "master.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, TESTS]), "PYDRON_CONF": str(conf)}
+    env.pop("PYDRON_TX", None)
+    return subprocess.Popen([sys.executable, str(script), mode], cwd=str(tmp_path), env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_exception_in_schedule_function_terminates_nodes(server, runnable, ec2, tmp_path):
+    conf = write_conf(tmp_path, ec2_entry(ec2, server, count=2))
+    before = all_instance_ids(ec2)
+    master = start_master(tmp_path, conf, "fail")
+    out, err = master.communicate(timeout=60)
+    assert master.returncode == 1 and "ValueError: boom 55" in err, err
+    assert len(all_instance_ids(ec2) - before) == 2  # nodes were made ...
+    assert ec2.instances() == []                    # ... and are gone
+    assert ec2.secret not in out + err
+
+
+@pytest.mark.parametrize("when", ["running", "starting"])
+def test_sigterm_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path, when):
+    entry = ec2_entry(ec2, server, count=2)
+    if when == "starting":  # SIGTERM while the pool waits for a node that never answers
+        entry["ssh_options"]["ProxyCommand"] = f"nc 127.0.0.1 {S.free_port()}"
+        entry["ssh_timeout"] = 60
+    conf = write_conf(tmp_path, entry)
+    before = all_instance_ids(ec2)
+    master = start_master(tmp_path, conf, "sleep")
+    try:
+        if when == "running":
+            line = master.stdout.readline()
+            assert line == "ready\n", line + master.stderr.read()
+        else:
+            deadline = time.monotonic() + 30
+            while len(all_instance_ids(ec2) - before) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)
+        assert len(ec2.instances()) == 2
+        master.send_signal(signal.SIGTERM)
+        out, err = master.communicate(timeout=30)
+        assert master.returncode == 128 + signal.SIGTERM, err  # SIGTERM -> SystemExit(143)
+        assert ec2.instances() == [], err
+        assert ec2.secret not in out + err
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.communicate()

@@ -203,6 +203,10 @@ class Cluster:
             text = text.replace(secret, "***")
         return text
 
+    def scrub_exception(self, exc: BaseException) -> str:
+        """``exc`` as text for a message, without the entry's credentials."""
+        return self._cause(exc)
+
     def _cause(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
         return self.scrub(f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text)
