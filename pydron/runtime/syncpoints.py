@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Callable
 
 from pydron.functional import MARK
-from pydron.runtime.future import Future
+from pydron.runtime.future import Future, _defer
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.graph import _inline_codes
@@ -272,6 +272,59 @@ def resolve_yield(value: Any) -> Any:
     if graph is not None and graph.collecting:
         return value
     return resolve(value)
+
+
+# -- f-strings: formatting a future is a deferred operation --------------------
+_CONVERSIONS = {0: None, 1: str, 2: repr, 3: ascii}
+
+
+def _format(value: Any, spec: Any = "") -> Any:
+    if type(value) is Future or type(spec) is Future:
+        return _defer(format, value, spec)
+    return format(value, spec)
+
+
+def convert(value: Any, conversion: int) -> Any:
+    """``!s``, ``!r``, ``!a`` in an f-string."""
+    fn = _CONVERSIONS[int(conversion)]
+    return _defer(fn, value) if type(value) is Future else fn(value)
+
+
+def format_simple(value: Any) -> Any:
+    """``{value}`` in an f-string."""
+    return _format(value)
+
+
+def format_with_spec(value: Any, spec: Any) -> Any:
+    """``{value:spec}`` in an f-string."""
+    return _format(value, spec)
+
+
+def _format_value(flags: int) -> Callable[..., Any]:
+    conversion = _CONVERSIONS[flags & 3]
+
+    def format_value(value: Any, spec: Any = "") -> Any:
+        if conversion is not None:
+            value = convert(value, flags & 3)
+        return _format(value, spec)
+
+    return format_value
+
+
+# FORMAT_VALUE's argument (3.11, 3.12): conversion in the low bits, 4 = has a spec.
+FORMAT_VALUE = {flags: _format_value(flags) for flags in range(8)}
+
+
+def build_string(parts: tuple) -> Any:
+    """The pieces of an f-string joined, later if one of them is a future."""
+    for part in parts:
+        if type(part) is Future:
+            return part._pd_graph.defer(_join, (parts,))
+    return "".join(parts)
+
+
+def _join(parts: tuple) -> str:
+    return "".join(parts)
 
 
 def reconcile(error: BaseException) -> BaseException:

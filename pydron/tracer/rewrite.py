@@ -373,6 +373,20 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
                 slow,
                 *call_helper(sp.INPLACE[int(item.arg)], swaps(3, 2), 2, keep=True),
                 end]
+    if name == "FORMAT_VALUE":
+        flags = int(item.arg)
+        nargs = 2 if flags & 4 else 1
+        return call_helper(sp.FORMAT_VALUE[flags], swaps(*range(nargs + 1, 1, -1)), nargs, keep=True)
+    if name == "CONVERT_VALUE":
+        return [Instr("LOAD_CONST", int(item.arg), location=location),
+                *call_helper(sp.convert, swaps(3, 2), 2, keep=True)]
+    if name == "FORMAT_SIMPLE":
+        return _helper_on_top(sp.format_simple, spec, location)
+    if name == "FORMAT_WITH_SPEC":
+        return call_helper(sp.format_with_spec, swaps(3, 2), 2, keep=True)
+    if name == "BUILD_STRING":
+        return [Instr("BUILD_TUPLE", item.arg, location=location),
+                *_helper_on_top(sp.build_string, spec, location)]
     if name == "IS_OP":
         return call_helper(sp.is_not if item.arg else sp.is_, swaps(3, 2), 2, keep=True)
     if name == "STORE_GLOBAL":
