@@ -191,3 +191,25 @@ class MotoServer:
 
     def driver_options(self) -> dict:
         return {"host": "127.0.0.1", "port": self.port, "secure": False}
+
+
+# ------------------------------------------------------------------ a driver that fails to terminate
+
+
+from libcloud.compute.drivers.dummy import DummyNodeDriver  # noqa: E402
+
+
+class FlakyDummyDriver(DummyNodeDriver):
+    """libcloud's dummy driver whose ``destroy_node`` fails ``fail_destroy`` times per node
+    (``-1``: always), as a provider's API might under load."""
+
+    def __init__(self, creds, fail_destroy: int = 0):
+        super().__init__(creds)
+        self.fail_destroy = fail_destroy
+        self.destroy_calls: dict[str, int] = {}
+
+    def destroy_node(self, node):
+        calls = self.destroy_calls[str(node.id)] = self.destroy_calls.get(str(node.id), 0) + 1
+        if self.fail_destroy < 0 or calls <= self.fail_destroy:
+            raise ConnectionError(f"injected failure {calls} terminating {node.id}")
+        return super().destroy_node(node)

@@ -434,8 +434,9 @@ def test_exception_in_schedule_function_terminates_nodes(server, runnable, ec2, 
     assert ec2.secret not in out + err
 
 
-@pytest.mark.parametrize("when", ["running", "starting"])
-def test_sigterm_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path, when):
+@pytest.mark.parametrize("how,when", [("SIGTERM", "running"), ("SIGTERM", "starting"),
+                                      ("SIGINT", "running")])
+def test_signal_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path, how, when):
     entry = ec2_entry(ec2, server, count=2)
     if when == "starting":  # SIGTERM while the pool waits for a node that never answers
         entry["ssh_options"]["ProxyCommand"] = f"nc 127.0.0.1 {S.free_port()}"
@@ -453,12 +454,48 @@ def test_sigterm_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path,
                 time.sleep(0.1)
             time.sleep(0.5)
         assert len(ec2.instances()) == 2
-        master.send_signal(signal.SIGTERM)
+        master.send_signal(getattr(signal, how))
         out, err = master.communicate(timeout=30)
-        assert master.returncode == 128 + signal.SIGTERM, err  # SIGTERM -> SystemExit(143)
+        if how == "SIGTERM":
+            assert master.returncode == 128 + signal.SIGTERM, err  # SIGTERM -> SystemExit(143)
+        else:
+            assert master.returncode != 0 and "KeyboardInterrupt" in err, err
         assert ec2.instances() == [], err
         assert ec2.secret not in out + err
     finally:
         if master.poll() is None:
             master.kill()
             master.communicate()
+
+
+# ------------------------------------------------------------------ termination is retried, failures named
+
+
+@pytest.mark.parametrize("fail_destroy", [2, -1])
+def test_termination_is_retried_and_failures_name_the_nodes(server, runnable, tmp_path,
+                                                             monkeypatch, fail_destroy):
+    monkeypatch.setattr(cloud, "TERMINATE_BACKOFF", 0.01)
+    entry = dummy_entry(server, provider="cloudhelpers:FlakyDummyDriver", count=2,
+                        driver_options={"fail_destroy": fail_destroy})
+    specs = load_config(write_conf(tmp_path, entry))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    driver = cluster.driver()
+    ids = [str(node.id) for node in cluster.nodes]
+    if fail_destroy >= 0:
+        pool.shutdown()  # third attempt succeeds
+        assert driver.destroy_calls == {i: 3 for i in ids}
+        assert not [n for n in driver.list_nodes() if n in cluster.nodes]
+        return
+    with pytest.raises(cloud.CloudError) as info:
+        pool.shutdown()
+    message = str(info.value)
+    assert driver.destroy_calls == {i: cloud.TERMINATE_ATTEMPTS for i in ids}
+    assert "2 node(s) at provider 'cloudhelpers:FlakyDummyDriver' could not be terminated" in message
+    for node in cluster.nodes:
+        assert f"node {node.id} ({node.name}): " in message
+    assert "injected failure" in message and "cloud cleanup" in message
+    assert not pool.workers[0].alive or pool._closed  # the workers were stopped all the same
+    driver.fail_destroy = 0
+    cluster._released = False
+    cluster.release()  # leave nothing behind for the atexit hook

@@ -54,8 +54,10 @@ BOOT_TIMEOUT = 600.0
 SSH_TIMEOUT = 300.0
 #: Seconds between two ssh attempts while a node boots.
 SSH_RETRY_PERIOD = 2.0
-#: Attempts to terminate one node before it is reported as left running.
+#: Attempts to terminate one node before it is reported as left running, and the
+#: first pause between two (doubled each time, at most 5 s).
 TERMINATE_ATTEMPTS = 3
+TERMINATE_BACKOFF = 2.0
 
 
 class CloudError(PydronError):
@@ -477,7 +479,7 @@ def terminate_node(driver: Any, node: Any, cause: Callable[[BaseException], str]
     last = "destroy_node returned False"
     for attempt in range(attempts):
         if attempt:
-            time.sleep(min(2.0 ** attempt, 5.0))
+            time.sleep(min(TERMINATE_BACKOFF * 2 ** (attempt - 1), 5.0))
         try:
             if driver.destroy_node(node) is not False:
                 return None
