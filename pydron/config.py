@@ -353,6 +353,16 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise entry.error(name, f"expected a positive number of seconds, got {_show(value)}")
             timeouts[name] = float(value)
+    keep = {}
+    if "keep_alive" in data:
+        value = data["keep_alive"]
+        if isinstance(value, bool):
+            keep["keep_alive"] = value
+        elif isinstance(value, (int, float)) and value > 0:
+            keep.update(keep_alive=True, lease=float(value))
+        else:
+            raise entry.error("keep_alive", f"expected true, false or a lease in minutes (> 0), "
+                              f"got {_show(value)}")
     cores = entry.positive_int("cores") if "cores" in data else 1
     settings = cloud.CloudSettings(
         name=f"{entry.name}", error=entry.error, provider=provider, driver_class=driver_class,
@@ -366,6 +376,7 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
         count=entry.positive_int("count") if "count" in data else 1, cores=cores,
         driver_options=objects["driver_options"], node_options=objects["node_options"],
         port=_port(entry), python=_python(entry), ssh_options=_ssh_options(entry), **timeouts,
+        **keep,
     )
     return cloud.gateway_specs(settings)
 

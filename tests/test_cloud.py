@@ -116,6 +116,8 @@ def test_entry_is_validated_but_nothing_is_provisioned(tmp_path):
     ({"python": "a//b"}, "python", "not a command"),
     ({"cores": 3, "data_ports": "9000-9001"}, "data_ports", "fewer than cores=3"),
     ({"keep": True}, "keep", "unknown field"),
+    ({"keep_alive": -1}, "keep_alive", "a lease in minutes"),
+    ({"keep_alive": "yes"}, "keep_alive", "expected true, false"),
 ])
 def test_entry_errors(tmp_path, extra, field, expected):
     entry = {"type": "cloud", "provider": "dummy", "imageid": "1", "sizeid": "1", **extra}
@@ -499,3 +501,64 @@ def test_termination_is_retried_and_failures_name_the_nodes(server, runnable, tm
     driver.fail_destroy = 0
     cluster._released = False
     cluster.release()  # leave nothing behind for the atexit hook
+
+
+# ------------------------------------------------------------------ warm nodes (keep_alive)
+
+
+@pytest.fixture
+def state(tmp_path, monkeypatch):
+    directory = tmp_path / "cloud-state"
+    monkeypatch.setenv("PYDRON_CLOUD_STATE", str(directory))
+    return directory
+
+
+def run_once(conf):
+    specs = load_config(conf)
+    pool = Pool(specs)
+    try:
+        graph = Graph(lambda: pool)
+        assert graph.submit(T.square, (7,), {})._pd_result() == 49
+    finally:
+        pool.shutdown()
+    return specs[0].cluster
+
+
+def test_lease_reuses_warm_nodes_then_ends_them(server, runnable, ec2, tmp_path, state):
+    conf = write_conf(tmp_path, ec2_entry(ec2, server, count=2, keep_alive=0.05))  # 3 s lease
+    before = all_instance_ids(ec2)
+    first = run_once(conf)
+    ids = {node.id for node in first.nodes}
+    assert {i["InstanceId"] for i in ec2.instances()} == ids  # outlived the run
+    reapers = [line for line in T.all_cmdlines() if "pydron.remote.cloud reap" in line]
+    assert reapers and not [line for line in reapers if ec2.secret in line or ec2.key_id in line]
+    second = run_once(conf)
+    assert second.reused and {node.id for node in second.nodes} == ids
+    assert all_instance_ids(ec2) - before == ids  # nothing new was started
+    assert second.run_id == first.run_id
+    deadline = time.monotonic() + 30  # the lease ends 3 s after the second run
+    while ec2.instances() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ec2.instances() == []
+    assert [p.name for p in state.iterdir() if p.suffix == ".json"] == []
+
+
+def test_keep_alive_until_cleanup(server, runnable, ec2, tmp_path, state):
+    conf = write_conf(tmp_path, ec2_entry(ec2, server, count=1, keep_alive=True))
+    cluster = run_once(conf)
+    assert [i["InstanceId"] for i in ec2.instances()] == [cluster.nodes[0].id]
+    listed = run_cli("cloud", "list", conf=conf)
+    assert cluster.nodes[0].id in listed.stdout
+    assert run_cli("cloud", "cleanup", conf=conf).returncode == 0
+    assert ec2.instances() == []
+    again = run_once(conf)  # the kept node is gone: a new one, kept in turn
+    assert not again.reused and again.nodes[0].id != cluster.nodes[0].id
+    assert run_cli("cloud", "cleanup", conf=conf).returncode == 0
+
+
+def test_warm_nodes_are_not_kept_when_a_node_fails(ec2, sshd, tmp_path, state):
+    entry = ec2_entry(ec2, sshd, count=1, keep_alive=True, ssh_timeout=2)
+    entry["ssh_options"]["ProxyCommand"] = f"nc 127.0.0.1 {S.free_port()}"
+    _pool_failure(load_config(write_conf(tmp_path, entry)))
+    assert ec2.instances() == []
+    assert [p.name for p in state.iterdir() if p.suffix == ".json"] == []

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import importlib
 import inspect
+import json
 import os
 import signal
 import threading
@@ -47,7 +49,7 @@ RUN_TAG = "pydron-run"
 REQUIRED_FIELDS = ("provider", "imageid", "sizeid")
 OPTIONAL_FIELDS = ("accesskeyid", "accesskey", "region", "username", "publickey", "privatekey",
                    "tmp_dir", "data_ports", "count", "cores", "driver_options", "node_options",
-                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout")
+                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout", "keep_alive")
 
 #: Default seconds for a node to be running (``boot_timeout``) and to answer ssh (``ssh_timeout``).
 BOOT_TIMEOUT = 600.0
@@ -130,6 +132,8 @@ class CloudSettings:
     ssh_options: dict[str, str] = field(default_factory=dict)
     ssh_timeout: float = SSH_TIMEOUT
     boot_timeout: float = BOOT_TIMEOUT
+    keep_alive: bool = False               #: nodes outlive the run; the next run reuses them
+    lease: float | None = None             #: ... and are terminated after this many idle minutes
 
     def secrets(self) -> list[str]:
         found = [self.accesskey or "", self.accesskeyid or ""]
@@ -195,6 +199,8 @@ class Cluster:
         self._provisioned = False
         self._released = False
         self._terminated: set[str] = set()   # ids of nodes already terminated
+        self._broken = False                  # a node failed: never keep these warm
+        self.reused = False                   # warm nodes of an earlier run (keep_alive)
 
     def __repr__(self) -> str:
         return f"<Cluster {self.settings.name} {self.settings.provider} run={self.run_id} nodes={len(self.nodes)}>"
@@ -266,6 +272,14 @@ class Cluster:
         _install_signal_handler()
         with _live_lock:
             _live.add(self)
+        if s.keep_alive:
+            warm = _claim_warm(self, driver)
+            if warm:
+                self.nodes, self.reused = warm, True
+                running = self._wait_running(driver)
+                for n, (node, addresses) in enumerate(running):
+                    self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
+                return
         kwargs = self._create_kwargs(driver)
         for k in range(1, s.count + 1):
             name = f"{NAME_PREFIX}{self.run_id}-{k}"
@@ -282,6 +296,8 @@ class Cluster:
                 self._tag(driver, node)
             if _closing.is_set() or self._released:
                 raise CloudError(f"{s.name}: pydron is shutting down; the nodes are terminated")
+        if s.keep_alive:
+            _save_warm(self, in_use=True)
         running = self._wait_running(driver)
         for n, (node, addresses) in enumerate(running):
             self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
@@ -372,6 +388,7 @@ class Cluster:
                 # Only "could not connect / log in yet" is worth waiting for.
                 if ("could not connect" not in cause and "within" not in cause) \
                         or time.monotonic() + SSH_RETRY_PERIOD >= deadline:
+                    self._broken = True
                     raise CloudError(
                         f"{s.name}: node {node.id} ({node.name}) at provider {s.provider!r} "
                         f"did not answer ssh within {s.ssh_timeout:g} s (ssh_timeout): "
@@ -386,7 +403,15 @@ class Cluster:
                 return
             self._released = True
         try:
-            self.terminate()
+            s = self.settings
+            if s.keep_alive and self.nodes and self._provisioned and not self._broken:
+                _save_warm(self, in_use=False)  # kept for the next run; a lease ends them
+                return
+            try:
+                self.terminate()
+            finally:
+                if s.keep_alive:
+                    _drop_warm(self)
         finally:
             with _live_lock:
                 _live.discard(self)
@@ -519,6 +544,182 @@ def node_run(node: Any) -> str:
     return name[len(NAME_PREFIX):].rsplit("-", 1)[0] if name.startswith(NAME_PREFIX) else "?"
 
 
+# ---------------------------------------------------------------- warm nodes (keep_alive)
+#
+# A kept entry's nodes are recorded in a state file of this machine
+# (``$PYDRON_CLOUD_STATE`` or ``~/.cache/pydron/cloud``; ids, never credentials),
+# one per entry fingerprint.  A run claims them (``in_use``) and gives them back
+# with a lease; a detached reaper (``python -m pydron.remote.cloud reap FILE GEN``,
+# credentials on its stdin) terminates them once the lease has passed and no
+# later run has claimed them.
+
+
+def state_dir() -> str:
+    return os.environ.get("PYDRON_CLOUD_STATE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "pydron", "cloud")
+
+
+def fingerprint(s: CloudSettings) -> str:
+    """Same for two entries that would create interchangeable nodes."""
+    secrets = set(s.secrets())
+    options = {k: v for k, v in s.driver_options.items() if v not in secrets}
+    identity = hashlib.sha256((s.accesskeyid or "").encode()).hexdigest()
+    text = json.dumps([s.provider, s.region, s.imageid, s.sizeid, s.count, s.username,
+                       s.node_options, options, identity], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _state_path(s: CloudSettings) -> str:
+    return os.path.join(state_dir(), f"{fingerprint(s)}.json")
+
+
+@contextlib.contextmanager
+def _state_lock(path: str):
+    import fcntl
+
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with open(path + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_state(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_state(path: str, state: dict) -> None:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_warm(cluster: Cluster, driver: Any) -> list[Any] | None:
+    """The kept nodes of an earlier run of this entry, now in use by this one, or None."""
+    from libcloud.compute.types import NodeState
+
+    s = cluster.settings
+    path = _state_path(s)
+    with _state_lock(path):
+        state = _read_state(path)
+        if not state or not state.get("nodes"):
+            return None
+        if state.get("in_use") not in (None, os.getpid()) and _pid_alive(state.get("in_use")):
+            return None  # another run uses them now: this one starts its own
+        ids = [str(i) for i in state["nodes"]]
+        alive = {str(node.id): node for node in driver.list_nodes()
+                 if str(node.id) in ids and node.state in (NodeState.RUNNING, NodeState.PENDING)}
+        if len(alive) != len(ids) or len(ids) != s.count:
+            for node in alive.values():  # an incomplete set: not worth keeping
+                terminate_node(driver, node, cluster.scrub_exception)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            return None
+        state.update(in_use=os.getpid(), lease_until=None,
+                     generation=int(state.get("generation", 0)) + 1)
+        _write_state(path, state)
+        cluster.run_id = str(state.get("run_id", cluster.run_id))
+        return [alive[i] for i in ids]
+
+
+def _save_warm(cluster: Cluster, in_use: bool) -> None:
+    s = cluster.settings
+    path = _state_path(s)
+    with _state_lock(path):
+        state = _read_state(path) or {}
+        generation = int(state.get("generation", 0)) + 1
+        lease_until = None if in_use or s.lease is None else time.time() + 60 * s.lease
+        _write_state(path, {
+            "entry": s.name, "provider": s.provider, "run_id": cluster.run_id,
+            "nodes": [str(node.id) for node in cluster.nodes],
+            "in_use": os.getpid() if in_use else None, "lease_until": lease_until,
+            "generation": generation,
+        })
+    if lease_until is not None:
+        _spawn_reaper(cluster, path, generation)
+
+
+def _drop_warm(cluster: Cluster) -> None:
+    path = _state_path(cluster.settings)
+    with _state_lock(path):
+        state = _read_state(path)
+        if state and state.get("run_id") == cluster.run_id:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _spawn_reaper(cluster: Cluster, path: str, generation: int) -> None:
+    """A detached process that ends the lease; what it needs to log in comes on stdin."""
+    import subprocess
+    import sys
+
+    s = cluster.settings
+    payload = json.dumps({
+        "name": s.name, "provider": s.provider, "accesskeyid": s.accesskeyid,
+        "accesskey": s.accesskey, "region": s.region, "driver_options": s.driver_options,
+    })
+    # This process's imports (pydron, a "module:Class" driver) must work there too.
+    search = [os.path.abspath(p or os.getcwd()) for p in sys.path if isinstance(p, str)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(search)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pydron.remote.cloud", "reap", path, str(generation)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True, cwd="/", env=env,
+    )
+    try:
+        process.stdin.write(payload.encode())
+        process.stdin.close()
+    except OSError:
+        pass
+
+
+def _reap(path: str, generation: int) -> int:
+    """The reaper: wait for the lease of ``path`` to pass, then terminate its nodes."""
+    import sys
+
+    payload = json.loads(sys.stdin.read())
+    sys.stdin.close()
+    settings = CloudSettings(name=payload.pop("name"), error=lambda f, m: ConfigError(m),
+                             **payload)
+    while True:
+        with _state_lock(path):
+            state = _read_state(path)
+            if (not state or int(state.get("generation", -1)) != generation
+                    or state.get("in_use") or state.get("lease_until") is None):
+                return 0  # a later run took them over (and will start its own reaper)
+            wait = float(state["lease_until"]) - time.time()
+            if wait <= 0:
+                cluster = Cluster(settings)
+                driver = cluster.driver()
+                ids = {str(i) for i in state["nodes"]}
+                left = [node.id for node in driver.list_nodes() if str(node.id) in ids
+                        and terminate_node(driver, node, cluster.scrub_exception) is not None]
+                if not left:
+                    os.unlink(path)
+                    return 0
+                wait = 30.0  # try again later; `cloud cleanup` also ends them
+        time.sleep(min(max(wait, 0.05), 30.0))
+
+
 # ---------------------------------------------------------------- exit paths
 
 
@@ -578,3 +779,11 @@ def _install_signal_handler() -> None:
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _on_sigterm)
     _handler_installed = True
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "reap":
+        sys.exit(_reap(sys.argv[2], int(sys.argv[3])))
+    sys.exit("usage: python -m pydron.remote.cloud reap STATE_FILE GENERATION")
