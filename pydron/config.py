@@ -363,6 +363,8 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
         else:
             raise entry.error("keep_alive", f"expected true, false or a lease in minutes (> 0), "
                               f"got {_show(value)}")
+    if data.get("address", "public") not in ("public", "private"):
+        raise entry.error("address", f'expected "public" or "private", got {_show(data["address"])}')
     cores = entry.positive_int("cores") if "cores" in data else 1
     settings = cloud.CloudSettings(
         name=f"{entry.name}", error=entry.error, provider=provider, driver_class=driver_class,
@@ -376,7 +378,7 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
         count=entry.positive_int("count") if "count" in data else 1, cores=cores,
         driver_options=objects["driver_options"], node_options=objects["node_options"],
         port=_port(entry), python=_python(entry), ssh_options=_ssh_options(entry), **timeouts,
-        **keep,
+        address=data.get("address", "public"), **keep,
     )
     return cloud.gateway_specs(settings)
 

@@ -118,6 +118,7 @@ def test_entry_is_validated_but_nothing_is_provisioned(tmp_path):
     ({"keep": True}, "keep", "unknown field"),
     ({"keep_alive": -1}, "keep_alive", "a lease in minutes"),
     ({"keep_alive": "yes"}, "keep_alive", "expected true, false"),
+    ({"address": "ipv6"}, "address", 'expected "public" or "private"'),
 ])
 def test_entry_errors(tmp_path, extra, field, expected):
     entry = {"type": "cloud", "provider": "dummy", "imageid": "1", "sizeid": "1", **extra}
@@ -294,6 +295,19 @@ def test_ec2_run_tags_and_terminates(server, runnable, ec2, tmp_path):
         pool.shutdown()
     assert ec2.instances() == []
     assert {node.id for node in cluster.nodes} <= all_instance_ids(ec2)
+
+
+def test_ec2_private_address(server, runnable, ec2, tmp_path):
+    """``address: private``: ssh goes to the nodes' private addresses (e.g. behind a ProxyJump)."""
+    specs = load_config(write_conf(tmp_path, ec2_entry(ec2, server, count=1, address="private")))
+    pool = Pool(specs)
+    try:
+        node = specs[0].cluster.nodes[0]
+        with open(pool.workers[0].gateway._io.popen.args[3]) as handle:
+            assert f"HostName {node.private_ips[0]}" in handle.read()
+        assert Graph(lambda: pool).submit(T.square, (3,), {})._pd_result() == 9
+    finally:
+        pool.shutdown()
 
 
 def test_ec2_bad_credential(ec2, sshd, tmp_path):

@@ -17,6 +17,18 @@ the same exit path runs).  Nodes that could not be terminated are named in a
 ``CloudError`` with their ids and provider; ``python -m pydron cloud list`` and
 ``cloud cleanup`` find pydron's nodes still alive from their names and tags.
 
+Fields of an entry: ``provider`` (a libcloud provider name such as ``"ec2"``, or
+``"package.module:DriverClass"``), ``accesskeyid``/``accesskey`` (the driver's
+key and secret), ``region``, ``driver_options`` (keyword arguments of the
+driver's constructor, e.g. ``{"host": ..., "port": ..., "secure": false}``),
+``imageid``, ``sizeid``, ``node_options`` (keyword arguments of
+``create_node``), ``count`` nodes of ``cores`` workers each, ``publickey``
+(installed through ``create_node(auth=...)``) and ``privatekey`` (ssh's
+identity), ``address`` (``"public"``/``"private"``: which address ssh uses),
+``boot_timeout`` and ``ssh_timeout`` (seconds), ``keep_alive`` (``true``, or a
+lease in minutes), and the ssh entry's ``username``, ``port``, ``python``,
+``ssh_options``, ``tmp_dir`` and ``data_ports``.
+
 This is the only module that knows libcloud.  Credentials stay in this
 process: never in a spec's repr, a message, a log line or a command line.
 """
@@ -49,7 +61,8 @@ RUN_TAG = "pydron-run"
 REQUIRED_FIELDS = ("provider", "imageid", "sizeid")
 OPTIONAL_FIELDS = ("accesskeyid", "accesskey", "region", "username", "publickey", "privatekey",
                    "tmp_dir", "data_ports", "count", "cores", "driver_options", "node_options",
-                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout", "keep_alive")
+                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout", "keep_alive",
+                   "address")
 
 #: Default seconds for a node to be running (``boot_timeout``) and to answer ssh (``ssh_timeout``).
 BOOT_TIMEOUT = 600.0
@@ -132,6 +145,7 @@ class CloudSettings:
     ssh_options: dict[str, str] = field(default_factory=dict)
     ssh_timeout: float = SSH_TIMEOUT
     boot_timeout: float = BOOT_TIMEOUT
+    address: str = "public"                #: ssh to the nodes' public or private address
     keep_alive: bool = False               #: nodes outlive the run; the next run reuses them
     lease: float | None = None             #: ... and are terminated after this many idle minutes
 
@@ -338,7 +352,8 @@ class Cluster:
             remaining = deadline - time.monotonic()
             try:
                 running = driver.wait_until_running(
-                    self.nodes, wait_period=1, timeout=max(1, min(10, remaining)))
+                    self.nodes, wait_period=1, timeout=max(1, min(10, remaining)),
+                    ssh_interface=f"{s.address}_ips")
             except Exception as exc:  # noqa: BLE001 - libcloud's timeout, or a transient error
                 last = exc
                 if time.monotonic() >= deadline:
@@ -349,7 +364,7 @@ class Cluster:
                     ) from None
                 continue
             by_id = {str(node.id): (node, list(addresses)) for node, addresses in running}
-            return [by_id.get(str(node.id), (node, list(node.public_ips or node.private_ips)))
+            return [by_id.get(str(node.id), (node, list(getattr(node, f"{s.address}_ips") or [])))
                     for node in self.nodes]
 
     def _node_ssh_specs(self, n: int, node: Any, addresses: list[str]) -> list[Any]:
