@@ -273,14 +273,17 @@ def all_instance_ids(moto):
         "pending", "running", "stopping", "stopped", "shutting-down", "terminated"))}
 
 
+@pytest.mark.filterwarnings("ignore:This method has been deprecated:UserWarning")  # libcloud's own
 def test_ec2_run_tags_and_terminates(server, runnable, ec2, tmp_path):
-    specs = load_config(write_conf(tmp_path, ec2_entry(ec2, server, count=2, cores=2)))
+    entry = ec2_entry(ec2, server, count=2, cores=2, publickey=server.identity_file + ".pub")
+    specs = load_config(write_conf(tmp_path, entry))
     cluster = specs[0].cluster
     pool = Pool(specs)
     try:
         running = ec2.instances(states=("running", "pending"))
         assert len(running) == 2 and len(pool.workers) == 4
         for instance in running:
+            assert instance.get("KeyName")  # publickey went in as create_node(auth=...)
             tags = tags_of(instance)
             assert tags[cloud.RUN_TAG] == cluster.run_id
             assert tags["Name"].startswith(f"pydron-{cluster.run_id}-")
