@@ -122,7 +122,11 @@ def _explain(args: argparse.Namespace) -> int:
         if target is None:
             print(f"pydron: error: {module_name} has no function {function_name!r}", file=sys.stderr)
             return 2
-    print(explain(target))
+    try:
+        print(explain(target))
+    except TypeError as exc:
+        print(f"pydron: error: {module_name}:{function_name}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

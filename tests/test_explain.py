@@ -269,10 +269,6 @@ def test_report_dynamic_callable():
     """)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`out[i] = f(x)`, `d[k] = f(x)` and `del out[i]` on a container built in the "
-    "function are not sync points at run time, but explain reports 'a sync point unless "
-    "the container was built in this function' and calls the loop serialised"))
 @pytest.mark.parametrize("fn,line", [(local_setitem, 3), (local_dict_setitem, 3), (local_del, 4)],
                          ids=["setitem", "dict_setitem", "del"])
 def test_report_local_item_assignment(fn, line):
@@ -291,10 +287,6 @@ def test_report_list_map():
     assert "`inc` is functional" in report, report
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`while` loops: on 3.11 the loop is not reported at all (its backward jump is a "
-    "conditional one); on 3.12/3.13 it is reported as 'loop of line +4', the first "
-    "line of the body, not the `while` line +3"))
 def test_report_while_loop():
     assert pydron.explain(while_loop) == expected(while_loop, """
         line +4: `inc` is functional: a task
@@ -397,9 +389,6 @@ def test_cli_errors(project, target, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a target that names something other than a function ends with explain's "
-    "TypeError traceback and exit code 1, not a one-line error and exit code 2"))
 def test_cli_target_not_a_function(project):
     result = cli("pkg.pipemod:NOT_A_FUNCTION", cwd=project)
     assert result.returncode == 2, result.stderr

@@ -445,24 +445,14 @@ def with_list_comprehension_failure(xs):
     return r
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "deferred `total += f(x)` applies `+`, not `+=`: the TypeError message says "
-    "\"unsupported operand type(s) for +: 'int' and 'str'\" where the plain run says \"for +=\""))
 def test_iadd_type_error():
     assert_equivalent(iadd_type_error, [1, 2, 3])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a generator expression consumed by sum() inside a `with` block: its calls are not "
-    "protected, so __exit__ sees no exception (log ('exit','a',None,None)) and the "
-    "ValueError surfaces after the with block"))
 def test_with_sum_genexpr_failure():
     assert_equivalent(with_sum_genexpr_failure, [1, 2, 3])
 
 
-@pytest.mark.xfail(sys.version_info < (3, 12), strict=True, reason=(
-    "3.11 only (comprehensions are separate code objects there): calls in a list "
-    "comprehension inside a `with` block are not protected, so __exit__ sees no exception"))
 def test_with_list_comprehension_failure():
     assert_equivalent(with_list_comprehension_failure, [1, 2, 3])
 
@@ -649,10 +639,6 @@ def p_user_pure(xs):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a value-pure call (pydron.pure function, str, math.sqrt, ...) with a future as a "
-    "direct argument waits for it: syncpoints._call_pure -> _collect -> resolve_top; "
-    "the loop runs its calls one after another (1.6 s, one worker)"))
 def test_user_pure_overlaps():
     pairs, elapsed = timed(p_user_pure, XS)
     assert [v for v, _ in pairs] == [10, 20, 30, 40]
@@ -668,9 +654,6 @@ def p_value_builtin(xs):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "str()/math.sqrt() with a future as a direct argument wait for it "
-    "(syncpoints._call_pure -> _collect -> resolve_top): no overlap"))
 def test_value_builtin_on_future_overlaps():
     triples, elapsed = timed(p_value_builtin, XS)
     assert [(a, b) for a, b, _ in triples] == [(str(x * 10), math.sqrt(x * 10)) for x in XS]

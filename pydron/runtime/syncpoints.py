@@ -126,7 +126,10 @@ def _call_pure(graph: Graph, fn: Callable[..., Any], protected: bool, *args: Any
         if key not in purity.SHORT_CIRCUIT:
             args = tuple(_collect(graph, a) for a in args)
         if contains_future(args) or contains_future(kwargs):
-            return graph.defer(_apply_kwargs, (fn, args, kwargs))
+            result = graph.defer(_apply_kwargs, (fn, args, kwargs))
+            if protected:  # inside try/with: a failure must surface inside the block
+                graph.sync()
+            return result
         result = fn(*args, **kwargs)
     if key in purity.FRESH:
         graph.add_local(result)
@@ -148,7 +151,7 @@ def _collect(graph: Graph, value: Any) -> Any:
             return list(value)
         finally:
             graph.collecting = previous
-    return resolve_top(value)
+    return value
 
 
 def _functional_map(graph: Graph, fn: Callable[..., Any], iterables: tuple) -> Any:
@@ -360,7 +363,11 @@ def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     def inplace(target: Any, other: Any) -> Any:
         # Futures and immutable values are rebound, never mutated; local
         # containers are seen by no one else: no sync needed.
-        if type(target) is Future or getattr(type(target), special, None) is None:
+        if type(target) is Future:
+            return op(target, other)
+        if getattr(type(target), special, None) is None:
+            if type(other) is Future:  # ``0 += r``: deferred as the in-place operator it is
+                return other._pd_graph.defer(op, (target, other))
             return op(target, other)
         if _is_local(target) is not None:
             # A future operand would take over through its reflected operator

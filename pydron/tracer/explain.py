@@ -83,7 +83,10 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
         if not isinstance(item, Instr):
             continue
         line = _line(items, index)
-        if item.name in STATEMENTS:
+        if item.name in ("STORE_SUBSCR", "DELETE_SUBSCR") and _target_name(items, flow, index) in containers:
+            what = "item assignment" if item.name == "STORE_SUBSCR" else "`del` of an item"
+            findings.append(Finding(line, f"{what} on a container built here: no sync point", False))
+        elif item.name in STATEMENTS:
             arg = item.arg if isinstance(item.arg, str) else ""
             findings.append(Finding(line, STATEMENTS[item.name].format(arg), True))
         elif item.name == "BEFORE_WITH":
@@ -93,6 +96,24 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
             findings.append(Finding(line, "entering a `try` block: a sync point; calls inside run one at a time", True))
         elif item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
             _explain_code(item.arg, namespace, findings, loops)
+
+
+def _target_name(items: list[Any], flow: Any, index: int) -> str | None:
+    """The local variable that holds the container an item store or delete acts on."""
+    depth = 2  # [value, container, key] and [container, key]: the container is second from the top
+    producers = flow.before.get(index, ())[-depth] if len(flow.before.get(index, ())) >= depth else ()
+    names = set()
+    for producer in producers:
+        if producer[0] == "handler":
+            return None
+        instr = items[producer[0]]
+        if instr.name == "LOAD_FAST":
+            names.add(instr.arg)
+        elif instr.name == "LOAD_FAST_LOAD_FAST":
+            names.add(instr.arg[producer[1]])
+        else:
+            return None
+    return names.pop() if len(names) == 1 else None
 
 
 def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
@@ -111,15 +132,15 @@ def _loops(items: list[Any]) -> list[tuple[int, int, str]]:
     labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
     found = []
     for index, item in enumerate(items):
-        if isinstance(item, Instr) and item.name.startswith("JUMP_BACKWARD") and isinstance(item.arg, Label):
+        if isinstance(item, Instr) and "BACKWARD" in item.name and isinstance(item.arg, Label):
             start = labels[id(item.arg)]
             header = next((items[j] for j in range(start, index) if isinstance(items[j], Instr)), None)
             kind = "for" if header is not None and header.name == "FOR_ITER" else "while"
-            first = _line(items, start + 1) or _line(items, start)
             lines = [_line(items, j) for j in range(start, index + 1) if isinstance(items[j], Instr)]
             lines = [n for n in lines if n]
-            if first and lines:
-                found.append((first, max(lines), kind))
+            if lines:
+                # The loop's own line: a `while` condition sits at its top, the lowest line.
+                found.append((min(lines), max(lines), kind))
     return found
 
 

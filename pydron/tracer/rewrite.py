@@ -18,6 +18,7 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import purity
+from pydron.runtime.future import Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, simulate
@@ -44,6 +45,7 @@ class Plan:
     syncs_before: set[int] = field(default_factory=set)
     local_builds: set[int] = field(default_factory=set)  # containers that become local variables
     overlap: Overlap = field(default_factory=Overlap)  # try/with blocks whose calls overlap
+    settle_after: set[int] = field(default_factory=set)
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -212,6 +214,9 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
             plan.native_calls.append(index)
     plan.wraps = wraps
     plan.routed_calls = {index: index in one_at_a_time for index in calls}
+    # Calls the interpreter makes itself (3.11 comprehensions, for one) may issue
+    # tasks too: inside try/with they settle before the next statement.
+    plan.settle_after = {index for index in plan.native_calls if index in one_at_a_time}
     return plan
 
 
@@ -308,7 +313,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
         out.extend(_statement(item, spec, generator))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
-        if index in plan.overlap.sync_after:
+        if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
     return out
 
@@ -363,7 +368,12 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
         # Numbers, strings and futures take the interpreter's own path; other
         # targets (maybe shared, mutable) go through the helper.
         slow, end = Label(), Label()
-        return [Instr("COPY", 2, location=location),
+        return [Instr("COPY", 1, location=location),
+                *_helper_on_top(type, spec, location),
+                Instr("LOAD_CONST", Future, location=location),
+                Instr("IS_OP", 0, location=location),
+                Instr(spec.jump_if_true, slow, location=location),
+                Instr("COPY", 2, location=location),
                 *_helper_on_top(type, spec, location),
                 Instr("LOAD_CONST", sp.NATIVE_INPLACE_TYPES, location=location),
                 Instr("CONTAINS_OP", 0, location=location),
