@@ -51,7 +51,7 @@ def by_value():
 def server(sshd):
     """The sshd fixture; afterwards no process of the test user and an empty tmp_dir."""
     yield sshd
-    leftovers = sshd.leftover_processes(timeout=5)
+    leftovers = sshd.leftover_processes(timeout=15)  # a killed master's workers take a moment
     deadline = time.monotonic() + 5
     while os.listdir(sshd.user_tmp) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -454,7 +454,7 @@ def test_exception_in_schedule_function_terminates_nodes(server, runnable, ec2, 
 
 
 @pytest.mark.parametrize("how,when", [("SIGTERM", "running"), ("SIGTERM", "starting"),
-                                      ("SIGINT", "running")])
+                                      ("SIGINT", "running"), ("SIGKILL", "running")])
 def test_signal_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path, how, when):
     entry = ec2_entry(ec2, server, count=2)
     if when == "starting":  # SIGTERM while the pool waits for a node that never answers
@@ -477,8 +477,13 @@ def test_signal_to_the_master_terminates_nodes(server, runnable, ec2, tmp_path, 
         out, err = master.communicate(timeout=30)
         if how == "SIGTERM":
             assert master.returncode == 128 + signal.SIGTERM, err  # SIGTERM -> SystemExit(143)
-        else:
+        elif how == "SIGINT":
             assert master.returncode != 0 and "KeyboardInterrupt" in err, err
+        else:  # nothing runs in the master: its guardian process terminates the nodes
+            assert master.returncode == -signal.SIGKILL
+            deadline = time.monotonic() + 30
+            while ec2.instances() and time.monotonic() < deadline:
+                time.sleep(0.2)
         assert ec2.instances() == [], err
         assert ec2.secret not in out + err
     finally:

@@ -11,9 +11,11 @@ no direct socket to the node.  A node whose ssh does not answer within
 ``ssh_timeout`` seconds fails the run with an error naming it.
 
 The nodes are terminated (with retries) when the pool shuts down, when it
-fails to start, at interpreter exit, on Ctrl-C and on SIGTERM (the first
-provisioning installs a handler that turns SIGTERM into ``SystemExit``, so
-the same exit path runs).  Nodes that could not be terminated are named in a
+fails to start, at interpreter exit, on Ctrl-C and on SIGTERM (reading a
+cloud entry installs a handler that turns SIGTERM into ``SystemExit``, so
+the same exit path runs).  A detached guardian process, told each node's id
+as it is created, terminates them if this process dies without releasing
+them (SIGKILL, out of memory).  Nodes that could not be terminated are named in a
 ``CloudError`` with their ids and provider; ``python -m pydron cloud list`` and
 ``cloud cleanup`` find pydron's nodes still alive from their names and tags.
 
@@ -215,6 +217,7 @@ class Cluster:
         self._terminated: set[str] = set()   # ids of nodes already terminated
         self._broken = False                  # a node failed: never keep these warm
         self.reused = False                   # warm nodes of an earlier run (keep_alive)
+        self._guardian: _Guardian | _NoGuardian = _NoGuardian()
 
     def __repr__(self) -> str:
         return f"<Cluster {self.settings.name} {self.settings.provider} run={self.run_id} nodes={len(self.nodes)}>"
@@ -286,10 +289,13 @@ class Cluster:
         _install_signal_handler()
         with _live_lock:
             _live.add(self)
+        self._guardian = _Guardian(self)
         if s.keep_alive:
             warm = _claim_warm(self, driver)
             if warm:
                 self.nodes, self.reused = warm, True
+                for node in warm:
+                    self._guardian.node(node)
                 running = self._wait_running(driver)
                 for n, (node, addresses) in enumerate(running):
                     self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
@@ -306,6 +312,7 @@ class Cluster:
                 raise CloudError(f"{s.name}: provider {s.provider!r} could not create node "
                                  f"{name}: {self._cause(exc)}") from None
             self.nodes.append(node)
+            self._guardian.node(node)
             if not _metadata_keyword(driver):
                 self._tag(driver, node)
             if _closing.is_set() or self._released:
@@ -421,12 +428,14 @@ class Cluster:
             s = self.settings
             if s.keep_alive and self.nodes and self._provisioned and not self._broken:
                 _save_warm(self, in_use=False)  # kept for the next run; a lease ends them
+                self._guardian.done()
                 return
             try:
                 self.terminate()
             finally:
                 if s.keep_alive:
                     _drop_warm(self)
+            self._guardian.done()  # not when some are left: it tries again when we exit
         finally:
             with _live_lock:
                 _live.discard(self)
@@ -682,8 +691,9 @@ def _drop_warm(cluster: Cluster) -> None:
                 os.unlink(path)
 
 
-def _spawn_reaper(cluster: Cluster, path: str, generation: int) -> None:
-    """A detached process that ends the lease; what it needs to log in comes on stdin."""
+def _spawn_helper(cluster: Cluster, *args: str) -> Any:
+    """A detached ``python -m pydron.remote.cloud ARGS`` whose first stdin line says
+    how to reach the entry's provider: credentials never go on a command line."""
     import subprocess
     import sys
 
@@ -696,25 +706,103 @@ def _spawn_reaper(cluster: Cluster, path: str, generation: int) -> None:
     search = [os.path.abspath(p or os.getcwd()) for p in sys.path if isinstance(p, str)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(search)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pydron.remote.cloud", "reap", path, str(generation)],
+        [sys.executable, "-m", "pydron.remote.cloud", *args],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True, cwd="/", env=env,
     )
-    try:
-        process.stdin.write(payload.encode())
+    with contextlib.suppress(OSError):
+        process.stdin.write(payload.encode() + b"\n")
+        process.stdin.flush()
+    return process
+
+
+def _helper_settings(line: bytes) -> CloudSettings:
+    payload = json.loads(line)
+    return CloudSettings(name=payload.pop("name"), error=lambda f, m: ConfigError(m), **payload)
+
+
+def _spawn_reaper(cluster: Cluster, path: str, generation: int) -> None:
+    """A detached process that ends the lease."""
+    process = _spawn_helper(cluster, "reap", path, str(generation))
+    with contextlib.suppress(OSError):
         process.stdin.close()
-    except OSError:
+
+
+class _NoGuardian:
+    def node(self, node: Any) -> None:
         pass
+
+    def done(self) -> None:
+        pass
+
+
+class _Guardian:
+    """A detached process that terminates the cluster's nodes if this one dies first.
+
+    It learns each node's id as it is created, on a pipe; when the cluster is
+    released it is told ``done``.  End of file without ``done`` (the master
+    was killed: SIGKILL, out of memory, ...) makes it terminate them.
+    """
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.process = _spawn_helper(cluster, "guard")
+        self._lock = threading.Lock()
+
+    def _send(self, text: str) -> None:
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self.process.stdin.write(text.encode() + b"\n")
+            self.process.stdin.flush()
+
+    def node(self, node: Any) -> None:
+        self._send(f"node {node.id}")
+
+    def done(self) -> None:
+        self._send("done")
+        with self._lock, contextlib.suppress(OSError, ValueError):
+            self.process.stdin.close()
+        with contextlib.suppress(Exception):
+            self.process.wait(timeout=5)
+
+
+def _guard() -> int:
+    """The guardian (see ``_Guardian``)."""
+    import sys
+
+    from libcloud.compute.types import NodeState
+
+    stdin = sys.stdin.buffer
+    settings = _helper_settings(stdin.readline())
+    ids: set[str] = set()
+    for line in stdin:
+        text = line.decode("utf-8", "replace").strip()
+        if text == "done":
+            return 0
+        if text.startswith("node "):
+            ids.add(text[5:])
+    if not ids:
+        return 0
+    cluster = Cluster(settings)
+    for attempt in range(5):
+        try:
+            driver = cluster.driver()
+            nodes = [node for node in driver.list_nodes()
+                     if str(node.id) in ids and node.state != NodeState.TERMINATED]
+        except Exception:  # noqa: BLE001 - the provider may be unreachable for a while
+            nodes = None
+        if nodes is not None and not [
+                node for node in nodes
+                if terminate_node(driver, node, cluster.scrub_exception) is not None]:
+            return 0
+        time.sleep(min(5 * 2 ** attempt, 60))
+    return 1
 
 
 def _reap(path: str, generation: int) -> int:
     """The reaper: wait for the lease of ``path`` to pass, then terminate its nodes."""
     import sys
 
-    payload = json.loads(sys.stdin.read())
+    settings = _helper_settings(sys.stdin.buffer.readline())
     sys.stdin.close()
-    settings = CloudSettings(name=payload.pop("name"), error=lambda f, m: ConfigError(m),
-                             **payload)
     while True:
         with _state_lock(path):
             state = _read_state(path)
@@ -801,4 +889,6 @@ if __name__ == "__main__":
 
     if len(sys.argv) == 4 and sys.argv[1] == "reap":
         sys.exit(_reap(sys.argv[2], int(sys.argv[3])))
-    sys.exit("usage: python -m pydron.remote.cloud reap STATE_FILE GENERATION")
+    if sys.argv[1:] == ["guard"]:
+        sys.exit(_guard())
+    sys.exit("usage: python -m pydron.remote.cloud reap STATE_FILE GENERATION | guard")
