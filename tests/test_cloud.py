@@ -17,15 +17,17 @@ import time
 import cloudpickle
 import pytest
 
-import cloudhelpers as C
-import sshd as S
-import test_ssh as T
-from pydron.config import load_config
-from pydron.errors import ConfigError, PydronError
-from pydron.remote import cloud
-from pydron.remote import pool as pool_module
-from pydron.remote.pool import Pool
-from pydron.runtime.graph import Graph
+pytest.importorskip("libcloud", reason="cloud tests need apache-libcloud (the 'test' extra)")
+
+import cloudhelpers as C  # noqa: E402
+import sshd as S  # noqa: E402
+import test_ssh as T  # noqa: E402
+from pydron.config import load_config  # noqa: E402
+from pydron.errors import ConfigError, PydronError  # noqa: E402
+from pydron.remote import cloud  # noqa: E402
+from pydron.remote import pool as pool_module  # noqa: E402
+from pydron.remote.pool import Pool  # noqa: E402
+from pydron.runtime.graph import Graph  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.join(REPO, "tests")
@@ -203,6 +205,13 @@ def test_dummy_run_terminates_every_node(server, runnable, tmp_path):
     assert cluster not in cloud._live
 
 
+def test_released_nodes_are_not_reused(server, runnable, tmp_path):
+    specs = load_config(write_conf(tmp_path, dummy_entry(server, count=1)))
+    Pool(specs).shutdown()
+    with pytest.raises(PydronError, match="released when their pool shut down"):
+        Pool(specs)
+
+
 def test_dummy_differential_subset(server, runnable, tmp_path):
     """A subset of the differential suite on dummy-provisioned nodes."""
     import test_differential
@@ -237,6 +246,8 @@ def test_dummy_differential_subset(server, runnable, tmp_path):
 @pytest.fixture(scope="module")
 def moto():
     """A moto server on 127.0.0.1 that checks credentials; no instance alive at the end."""
+    pytest.importorskip("moto.server", reason="EC2 tests need moto[server] (the 'test' extra)")
+    pytest.importorskip("boto3", reason="EC2 tests count instances with boto3 (the 'test' extra)")
     server = C.MotoServer().start()
     try:
         yield server

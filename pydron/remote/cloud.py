@@ -248,6 +248,9 @@ class Cluster:
         with self._lock:
             if self._failure is not None:
                 raise self._failure
+            if self._released:
+                raise CloudError(f"{self.settings.name}: these nodes were released when their "
+                                 f"pool shut down; read the configuration again for new ones")
             if self._provisioned:
                 return
             try:
