@@ -335,7 +335,7 @@ def test_ec2_bad_credential(ec2, sshd, tmp_path):
 
 
 @pytest.mark.parametrize("field,value,expected", [
-    ("imageid", "ami-00000000", "cannot look up image 'ami-00000000'"),
+    ("imageid", "ami-00000000", "no image 'ami-00000000' at provider"),
     ("sizeid", "t9.enormous", "no size 't9.enormous'"),
 ])
 def test_ec2_unknown_image_or_size(ec2, sshd, tmp_path, field, value, expected):
@@ -396,6 +396,14 @@ def test_cloud_list_and_cleanup(ec2, sshd, tmp_path):
             assert ec2.secret not in result.stdout + result.stderr
     finally:
         cluster.release()
+
+
+def test_cloud_list_with_a_bad_credential(ec2, sshd, tmp_path):
+    conf = write_conf(tmp_path, ec2_entry(ec2, sshd, accesskey="not-the-Secret-0000"))
+    result = run_cli("cloud", "list", conf=conf)
+    assert result.returncode == 1
+    assert "workers[0] (cloudhelpers:MotoEC2NodeDriver): cannot list nodes" in result.stderr
+    assert "AuthFailure" in result.stderr and "not-the-Secret-0000" not in result.stderr
 
 
 def test_cloud_list_without_cloud_entries(tmp_path):

@@ -277,8 +277,11 @@ class Cluster:
             raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
                           f"(accesskeyid/accesskey): {self._cause(exc)}") from None
         except Exception as exc:  # noqa: BLE001
-            raise s.error("imageid", f"cannot look up image {s.imageid!r} at provider "
-                          f"{s.provider!r}: {self._cause(exc)}") from None
+            cause = self._cause(exc)
+            what = "no image" if "NotFound" in cause or "not found" in cause.lower() \
+                else "cannot look up image"
+            raise s.error("imageid", f"{what} {s.imageid!r} at provider "
+                          f"{s.provider!r}: {cause}") from None
         if image is None:
             raise s.error("imageid", f"no image {s.imageid!r} at provider {s.provider!r}")
         try:
