@@ -206,6 +206,7 @@ class Cluster:
 
     def __init__(self, settings: CloudSettings) -> None:
         self.settings = settings
+        self.pid = os.getpid()
         self.run_id = uuid.uuid4().hex[:10]
         self._lock = threading.Lock()
         self._driver: Any = None
@@ -365,7 +366,7 @@ class Cluster:
             remaining = deadline - time.monotonic()
             try:
                 running = driver.wait_until_running(
-                    self.nodes, wait_period=1, timeout=max(1, min(10, remaining)),
+                    self.nodes, wait_period=3, timeout=max(1, min(10, remaining)),
                     ssh_interface=f"{s.address}_ips")
             except Exception as exc:  # noqa: BLE001 - libcloud's timeout, or a transient error
                 last = exc
@@ -833,10 +834,13 @@ def _reap(path: str, generation: int) -> int:
 
 
 def terminate_all() -> None:
-    """Terminate the nodes of every cluster still alive in this process."""
+    """Terminate the nodes of every cluster still alive in this process.
+
+    Not in a child made by ``os.fork``: the nodes belong to the parent.
+    """
     _closing.set()
     with _live_lock:
-        clusters = list(_live)
+        clusters = [cluster for cluster in _live if cluster.pid == os.getpid()]
     errors = []
     for cluster in clusters:
         try:
@@ -849,7 +853,7 @@ def terminate_all() -> None:
 
 def _at_exit() -> None:
     with _live_lock:
-        if not _live:
+        if not [cluster for cluster in _live if cluster.pid == os.getpid()]:
             return
     with contextlib.suppress(Exception):
         from pydron.remote import pool

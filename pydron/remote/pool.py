@@ -70,6 +70,7 @@ class Pool:
             with ThreadPoolExecutor(max_workers=min(16, len(self._specs))) as starter:
                 started = list(starter.map(self._start_one, self._specs))
         except BaseException:  # e.g. Ctrl-C while starting: give back what was taken
+            self._group.terminate(timeout=2)
             _release(self._specs)
             raise
         errors = [item for item in started if isinstance(item, BaseException)]
