@@ -1,0 +1,244 @@
+"""Mismatches found by the differential fuzzer (tests/test_fuzz.py), minimised
+by hand into regular differential tests.
+
+Each test is marked ``xfail(strict=True)`` while the bug is open: when pydron is
+fixed, the test passes, strict xfail turns that into a failure, and the mark
+(and the matching entry of ``fuzzgen.KNOWN_BUGS``, which keeps the fuzzer away
+from the bug's trigger) is to be removed.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+import pytest
+
+from dhelpers import Rec, boom, fail_on, ident, inc, log, mklist
+from difftest import assert_equivalent as _assert_equivalent
+
+
+def assert_equivalent(fn, *args):
+    """``difftest.assert_equivalent`` in a fresh thread, which also checks that
+    the scheduled run leaves no exception set in the thread state: some of
+    these bugs do, and a leaked exception would become the ``__context__`` of
+    exceptions in later tests of the same process."""
+    errors = []
+
+    def run():
+        try:
+            _assert_equivalent(fn, *args)
+            if sys.exc_info()[0] is not None:
+                raise AssertionError(f"the scheduled run left {sys.exc_info()[1]!r} set in "
+                                     f"the caller's thread state (sys.exc_info())")
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    assert not t.is_alive(), "the test did not finish in 60 s"
+    if errors:
+        raise errors[0]
+
+# ---------------------------------------------------------------------------
+# KNOWN_BUGS["region-comprehension-failures"]
+# A generator expression (or, on 3.11, a comprehension) inside a try body or
+# with block issues two calls that both fail.  The first failure is raised
+# where the plain run raises it, but the second one is not discarded with it:
+# it comes back at a later point (a sync in a finally or handler, another try
+# statement, the end of the call) and replaces the right exception.
+# ---------------------------------------------------------------------------
+
+
+def genexp_two_failures_then_handler():
+    try:
+        log(sum(fail_on(c, c) for c in [1, 2]))  # plain: ValueError('bad 1'), caught
+        try:
+            pass
+        except KeyError:
+            pass
+    except ValueError:
+        return "caught"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "second failure of a generator expression in a try body escapes the handler: plain returns "
+    "'caught'; scheduled raises ValueError('bad 2') (context 'bad 1') and leaves sys.exc_info() "
+    "set in the caller"))
+def test_second_failure_of_genexp_escapes_handler():
+    assert_equivalent(genexp_two_failures_then_handler)
+
+
+def genexp_two_failures_then_finally(out):
+    try:
+        out.append(sum(fail_on(c, c) for c in [1, 2]))
+    finally:
+        log("finally")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "second failure of a generator expression in a try/finally body: plain raises "
+    "ValueError('bad 1') after logging 'finally'; scheduled raises ValueError('bad 2') "
+    "(context 'bad 1') from the finally block's log() call, which never logs"))
+def test_second_failure_of_genexp_skips_finally():
+    assert_equivalent(genexp_two_failures_then_finally, [])
+
+
+def genexp_two_failures_then_unbound():
+    try:
+        v = max(boom(c) for c in range(2))  # plain: KeyError(0), caught
+    except KeyError:
+        pass
+    try:
+        pass
+    finally:
+        pass
+    return v  # plain: UnboundLocalError
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "second failure of a generator expression caught by a handler replaces a later exception: "
+    "plain raises UnboundLocalError at 'return v'; scheduled raises KeyError(1) from the "
+    "discarded boom(1) call"))
+def test_second_failure_of_genexp_replaces_later_exception():
+    assert_equivalent(genexp_two_failures_then_unbound)
+
+
+# ---------------------------------------------------------------------------
+# KNOWN_BUGS["inplace-int-alias"]
+# x op= y where x holds a future of an immutable value (an int) changes every
+# other name and container slot holding the same future, as if ints were
+# mutable: Graph.defer_inplace marks the target future as mutated
+# (_pd_mutated_by) whatever the type of its value.
+# ---------------------------------------------------------------------------
+
+
+def inplace_on_aliased_future(a):
+    v = inc(a)
+    w = v
+    v += 1
+    return w, v  # plain (5, 6) for a == 4
+
+
+def inplace_on_aliased_list_item(a):
+    lst = [inc(a)]
+    w = lst[0]
+    lst[0] += 5
+    return w, lst  # plain (5, [10])
+
+
+def inplace_after_sync(a):
+    v = inc(a)
+    log(v)  # v is known from here on
+    w = v
+    v += 10
+    return w, v  # plain (5, 15)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "in-place operator on a future int changes its aliases: w = v; v += 1 makes w the new "
+    "value too (plain (5, 6), scheduled (6, 6))"))
+def test_inplace_on_future_int_changes_aliases():
+    assert_equivalent(inplace_on_aliased_future, 4)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "lst[0] += 5 on a future item changes an earlier copy of it: plain (5, [10]), "
+    "scheduled (10, [10])"))
+def test_inplace_on_future_list_item_changes_aliases():
+    assert_equivalent(inplace_on_aliased_list_item, 4)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "even after the future is resolved by a sync, w = v; v += 10 changes w: plain (5, 15), "
+    "scheduled (15, 15)"))
+def test_inplace_on_resolved_future_int_changes_aliases():
+    assert_equivalent(inplace_after_sync, 4)
+
+
+# ---------------------------------------------------------------------------
+# KNOWN_BUGS["mutated-functional-result"]
+# A list returned by a functional call and then mutated in the schedule
+# function (append, insert, reverse, item assignment) is passed to a later
+# functional call without the mutation.
+# ---------------------------------------------------------------------------
+
+
+def append_to_functional_result(a):
+    lst = mklist(1)
+    lst.append(a)
+    return ident(lst)  # plain [0, 3]
+
+
+def setitem_on_functional_result(a):
+    lst = mklist(2)
+    lst[0] = a
+    return ident(lst)  # plain [3, 1]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "lst = mklist(1); lst.append(3); ident(lst): the call gets [0] instead of [0, 3]"))
+def test_mutated_functional_result_append_not_seen_by_call():
+    assert_equivalent(append_to_functional_result, 3)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "lst = mklist(2); lst[0] = 3; ident(lst): the call gets [0, 1] instead of [3, 1]"))
+def test_mutated_functional_result_setitem_not_seen_by_call():
+    assert_equivalent(setitem_on_functional_result, 3)
+
+
+# ---------------------------------------------------------------------------
+# KNOWN_BUGS["return-in-loop-in-try"]  (CPython 3.11 only)
+# ---------------------------------------------------------------------------
+
+
+def failure_in_try_with_return_in_loop(a):
+    try:
+        x = fail_on(1, 1)
+        for i in range(1):
+            if a == 4:
+                return 5
+        log("after")
+    except ValueError:
+        return 6  # plain: 6
+
+
+@pytest.mark.xfail(sys.version_info < (3, 12), strict=True, raises=AssertionError, reason=(
+    "3.11: a failed call in a try body that holds a for loop with a return is not raised "
+    "inside the try: the handler (and a finally) is skipped and the call's ValueError('bad 1') "
+    "is raised at the end of the schedule function; plain returns 6"))
+def test_failure_in_try_with_return_in_loop_escapes_handler():
+    assert_equivalent(failure_in_try_with_return_in_loop, 3)
+
+
+# ---------------------------------------------------------------------------
+# KNOWN_BUGS["constant-comprehension-filter"]  (CPython 3.13 only)
+# ---------------------------------------------------------------------------
+
+
+def constant_false_filter_in_try(xs):
+    try:
+        s = [c for c in xs if 0]
+    except ValueError:
+        pass
+    return s  # plain: []
+
+
+def constant_false_filter_in_with(xs):
+    with Rec("w"):
+        s = {c for c in xs if False}
+    return s  # plain: set()
+
+
+@pytest.mark.xfail(sys.version_info >= (3, 13), strict=True, raises=AssertionError, reason=(
+    "3.13: an inlined comprehension whose filter the compiler folds to false (no append left "
+    "in the loop) inside a try body raises TypeError: 'list' object is not callable"))
+def test_constant_false_comprehension_filter_in_try():
+    assert_equivalent(constant_false_filter_in_try, [4])
+
+
+@pytest.mark.xfail(sys.version_info >= (3, 13), strict=True, raises=AssertionError, reason=(
+    "3.13: same in a with block: TypeError: 'set' object is not callable"))
+def test_constant_false_comprehension_filter_in_with():
+    assert_equivalent(constant_false_filter_in_with, [4])
