@@ -178,6 +178,9 @@ KNOWN_BUGS = {
     # 3.11: a failure in a try body that holds a for loop with a return
     # inside escapes the handler (and finally)
     "return-in-loop-in-try": "test_failure_in_try_with_return_in_loop_*",
+    # 3.12+: a for loop with a break in a try statement that ends by
+    # exhaustion: segmentation fault, or "TypeError: '...' object is not callable"
+    "for-break-in-try": "test_for_loop_with_break_in_try_*",
     # 3.13: [x for x in xs if 0] (the compiler drops the append) in a try
     # body or with block: TypeError: 'list' object is not callable
     "constant-comprehension-filter": "test_constant_false_comprehension_filter_*",
@@ -219,10 +222,11 @@ class Ctx:
     """What a statement or expression may refer to at its position."""
 
     __slots__ = ("ints", "loop", "handler", "depth", "comp", "walrus", "guarded", "region",
-                 "noraise")
+                 "noraise", "no_break")
 
     def __init__(self, ints=("a", "b") + INT_VARS, loop=False, handler=None, depth=0,
-                 comp=False, walrus=True, guarded=False, region=False, noraise=False):
+                 comp=False, walrus=True, guarded=False, region=False, noraise=False,
+                 no_break=False):
         self.ints = ints
         self.loop = loop
         self.handler = handler
@@ -236,6 +240,8 @@ class Ctx:
         self.region = region
         #: expressions here must not raise
         self.noraise = noraise
+        #: the innermost loop must not hold a break
+        self.no_break = no_break
 
     @property
     def risky(self):
@@ -254,7 +260,7 @@ class Ctx:
 
     def but(self, **kw):
         c = Ctx(self.ints, self.loop, self.handler, self.depth, self.comp, self.walrus,
-                self.guarded, self.region, self.noraise)
+                self.guarded, self.region, self.noraise, self.no_break)
         for k, v in kw.items():
             setattr(c, k, v)
         return c
@@ -505,9 +511,10 @@ class Generator:
         if may_return:
             opts.append((1, lambda: [f"return {self.ret_expr(ctx)}"]))
         if ctx.loop:
+            jumps = ("continue",) if ctx.no_break else ("break", "continue")
             opts += [
-                (3, lambda: [f"if {self.cond(ctx)}:", INDENT + self.pick(("break", "continue"))]),
-                (1, lambda: [self.pick(("break", "continue"))]),
+                (3, lambda: [f"if {self.cond(ctx)}:", INDENT + self.pick(jumps)]),
+                (1, lambda: [self.pick(jumps)]),
             ]
             if may_return:
                 opts.append((2, lambda: [f"if {self.cond(ctx)}:",
@@ -623,7 +630,8 @@ class Generator:
 
     def for_stmt(self, ctx):
         var = self.fresh("i")
-        body_ctx = ctx.but(loop=True, ints=ctx.ints + (var,))
+        body_ctx = ctx.but(loop=True, ints=ctx.ints + (var,),
+                           no_break=ctx.region and "for-break-in-try" in self.avoid)
         head = self.weighted([
             (3, lambda: f"for {var} in {self.iterable(ctx)}:"),
             (1, lambda: f"for j{var}, {var} in enumerate({self.iterable(ctx)}):"),
@@ -637,7 +645,7 @@ class Generator:
 
     def while_stmt(self, ctx):
         w = self.fresh("w")
-        body_ctx = ctx.but(loop=True, ints=ctx.ints + (w,))
+        body_ctx = ctx.but(loop=True, ints=ctx.ints + (w,), no_break=False)
         cond = f"{w} < {self.small(1, 4)}"
         if self.below(2):
             cond += f" and {self.cond(ctx)}"
@@ -727,9 +735,21 @@ def extra_args(chooser, n):
 def build(source, name="fz"):
     """Compile ``source`` into a fresh module-level namespace (whose globals are
     ``NAMESPACE``) and return the function ``name``.  The source is registered
-    in ``linecache`` so that tracebacks show its lines."""
+    in ``linecache`` so that tracebacks show its lines.
+
+    With ``PYDRON_FUZZ_SAVE_DIR`` set, the source is also written there as
+    ``pydron-fuzz-<digest>.py`` first, so that a program that crashes the
+    interpreter (whose faulthandler dump names ``<pydron-fuzz-<digest>>``)
+    can be found."""
+    import os
+
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<pydron-fuzz-{digest}>"
+    save_dir = os.environ.get("PYDRON_FUZZ_SAVE_DIR")
+    if save_dir:
+        os.makedirs(save_dir, exist_ok=True)
+        with open(os.path.join(save_dir, f"pydron-fuzz-{digest}.py"), "w") as f:
+            f.write(source)
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns = dict(NAMESPACE)
     ns["__name__"] = "fuzzgen_program"

@@ -13,6 +13,8 @@ Environment:
   PYDRON_FUZZ_SEED       seed (default 0); each shard uses SEED * 1000 + shard
   PYDRON_FUZZ_KNOWN_BUGS =1: also generate the triggers of the known bugs
                          (fuzzgen.KNOWN_BUGS, tests/test_fuzz_regressions.py)
+  PYDRON_FUZZ_SAVE_DIR   write each program there first (to find the one
+                         that crashed the interpreter)
 
 See the "Differential fuzzer" section of README.md for longer runs and replay.
 """

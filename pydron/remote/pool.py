@@ -20,6 +20,7 @@ import execnet
 
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.remote import protocol, worker as worker_module
+from pydron.runtime.future import _MISSING
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
 _CLOSED = object()
@@ -60,6 +61,7 @@ class Pool:
         self._functions: dict[Any, tuple[int, bytes]] = {}
         self._function_keys = iter(range(1, sys.maxsize))
         self._closed = False
+        self._next_worker = 0  # round-robin among equally busy workers
         self._start_workers()
         self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
         self._thread.start()
@@ -154,8 +156,11 @@ class Pool:
                 self._send(worker, batch)
 
     def _free_worker(self) -> Worker | None:
+        """The least busy worker with room; ties go round the pool, so every worker gets work."""
         best = None
-        for worker in self._workers:
+        count = len(self._workers)
+        for offset in range(count):
+            worker = self._workers[(self._next_worker + offset) % count]
             if worker.alive and len(worker.inflight) < worker.window:
                 if best is None or len(worker.inflight) < len(best.inflight):
                     best = worker
@@ -168,6 +173,7 @@ class Pool:
             if worker is None:
                 break
             task, graph = self._queue.popleft()
+            self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
             worker.inflight[task_id] = (task, graph, time.perf_counter())
             batches.setdefault(worker, []).append((task_id, task, graph))
@@ -328,11 +334,15 @@ def _adapt_window(worker: Worker, seconds: float) -> None:
 
 
 def _input_bytes(graph: Any, future: Any) -> bytes:
-    data = future._pd_bytes
-    if data is None:
-        data = protocol.dump_value(graph.value_of(future))
-        object.__setattr__(future, "_pd_bytes", data)
-    return data
+    """A finished future's value as a task input.
+
+    Once the master holds the value as an object, the schedule function may
+    have changed it (``r.append(x)`` after a sync point): it is pickled as it
+    is now, never taken from the bytes the worker sent.
+    """
+    if future._pd_value is not _MISSING:
+        return protocol.dump_value(future._pd_value)
+    return future._pd_bytes
 
 
 def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseException:

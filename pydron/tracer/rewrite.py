@@ -261,6 +261,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
     for (index, output), protected in plan.wraps.items():
         wrapped_outputs.setdefault(index, {})[output] = protected
     last_protected = False
+    last_name = ""
     # Handlers are entered by an exception, never by falling into them.
     labels = {id(item): i for i, item in enumerate(items) if isinstance(item, Label)}
     handler_starts = {_first_instr_after(items, labels[id(item.target)])
@@ -268,7 +269,11 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
-            if covered in plan.protected and not last_protected and covered not in handler_starts:
+            # FOR_ITER's exit jumps a fixed distance past its target (END_FOR, and
+            # POP_TOP on 3.13): nothing may be put between them.
+            for_exit = covered is not None and (items[covered].name == "END_FOR" or last_name == "END_FOR")
+            if (covered in plan.protected and not last_protected and covered not in handler_starts
+                    and not for_exit):
                 location = items[covered].location
                 out.extend(_sync_statement(spec, location))
             out.append(item)
@@ -277,6 +282,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             out.append(item)
             continue
         last_protected = index in plan.protected
+        last_name = item.name
         location = item.location
         if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
             out.extend(_sync_statement(spec, location))
