@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydron.runtime.future import Future, latest
+from pydron.runtime.future import Future
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 

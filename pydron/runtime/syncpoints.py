@@ -10,7 +10,6 @@ see a future.
 """
 from __future__ import annotations
 
-import math
 import operator
 import types
 from functools import partial

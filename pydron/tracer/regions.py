@@ -13,8 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytecode import Instr, Label, TryBegin, TryEnd
+from bytecode import Instr, Label
 
+from pydron.tracer.stack import exception_handlers, first_instr
 from pydron.tracer.versions import Spec311
 
 _USES = {"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR"}
@@ -59,52 +60,35 @@ def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overla
     """The protected instructions whose block may overlap its calls, and where to settle them."""
     labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
     instrs = [i for i, item in enumerate(items) if isinstance(item, Instr)]
-
-    def first_instr(index: int) -> int | None:
-        return next((j for j in range(index, len(items)) if isinstance(items[j], Instr)), None)
-
-    cover: dict[int, Any] = {}
-    current = None
-    for index, item in enumerate(items):
-        if isinstance(item, TryBegin):
-            current = item
-        elif isinstance(item, TryEnd):
-            current = None
-        elif isinstance(item, Instr):
-            cover[index] = current
+    handlers = exception_handlers(items)
 
     succ: dict[int, list[int]] = {}
     for position, index in enumerate(instrs):
         instr = items[index]
         targets = []
         if instr.has_jump():
-            target = first_instr(labels[id(instr.arg)])
+            target = first_instr(items, labels[id(instr.arg)])
             if target is not None:
                 targets.append(target)
         if not instr.is_final() and position + 1 < len(instrs):
             targets.append(instrs[position + 1])
-        block = cover.get(index)
-        if block is not None:
-            handler = first_instr(labels[id(block.target)])
-            if handler is not None:
-                targets.append(handler)
+        if index in handlers:
+            targets.append(handlers[index])
         succ[index] = targets
 
     live_in = _liveness(items, instrs, succ)
 
     blocks: dict[int, list[int]] = {}  # handler instruction -> instructions it covers directly
     for index in instrs:
-        block = cover.get(index)
-        if block is not None and index in protected:
-            handler = first_instr(labels[id(block.target)])
-            if handler is not None and items[handler].name == "PUSH_EXC_INFO":
-                blocks.setdefault(handler, []).append(index)
+        handler = handlers.get(index)
+        if handler is not None and index in protected and items[handler].name == "PUSH_EXC_INFO":
+            blocks.setdefault(handler, []).append(index)
 
     overlap = Overlap()
     for handler, members in blocks.items():
         region = set(members)
         span = range(min(region), max(region) + 1)
-        if any(j in cover and j not in region and j in protected for j in span):
+        if any(j in handlers and j not in region and j in protected for j in span):
             continue  # a nested try/with: keep it simple and one call at a time
         defined: set[str] = set()
         unsafe = False

@@ -15,13 +15,13 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
+from bytecode import Bytecode, Instr, Label, TryBegin
 
 from pydron.runtime import purity
 from pydron.runtime.future import Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.regions import Overlap, find_overlap
-from pydron.tracer.stack import Flow, StackError, simulate
+from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
 
 COMPREHENSIONS = ("<listcomp>", "<setcomp>", "<dictcomp>")
@@ -89,41 +89,20 @@ def rewrite_code(code: types.CodeType) -> types.CodeType:
 # -- analysis --------------------------------------------------------------------
 def protected_items(items: list[Any]) -> set[int]:
     """Indexes of instructions inside a try or with block (directly or via cleanup handlers)."""
-    labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
-    cover: dict[int, TryBegin] = {}
-    current = None
-    for index, item in enumerate(items):
-        if isinstance(item, TryBegin):
-            current = item
-        elif isinstance(item, TryEnd):
-            current = None
-        elif isinstance(item, Instr):
-            cover[index] = current
-
-    def first_instr(index: int) -> int | None:
-        for j in range(index, len(items)):
-            if isinstance(items[j], Instr):
-                return j
-        return None
-
+    handlers = exception_handlers(items)
     memo: dict[int, bool] = {}
 
     def protected(index: int, depth: int = 0) -> bool:
         if index in memo:
             return memo[index]
-        block = cover.get(index)
+        handler = handlers.get(index)
         result = False
-        if block is not None and depth < 50:
-            handler = first_instr(labels[id(block.target)])
-            if handler is not None:
-                if _user_handler(items, handler):
-                    result = True
-                else:
-                    result = protected(handler, depth + 1)
+        if handler is not None and depth < 50:
+            result = _user_handler(items, handler) or protected(handler, depth + 1)
         memo[index] = result
         return result
 
-    return {index for index in cover if protected(index)}
+    return {index for index in handlers if protected(index)}
 
 
 def _user_handler(items: list[Any], start: int) -> bool:

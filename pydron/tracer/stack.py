@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from bytecode import Instr, Label, TryBegin
+from bytecode import Instr, Label, TryBegin, TryEnd
 
 from pydron.tracer.versions import Spec311
 
@@ -101,3 +101,25 @@ def _apply(stack: Stack, instr: Instr, index: int, pops: int, pushes: int,
             consumers[producer].add((index, depth))
     kept = stack[: len(stack) - pops]
     return kept + tuple(frozenset({(index, k)}) for k in range(pushes))
+
+
+def first_instr(items: list[Any], index: int) -> int | None:
+    """The index of the first instruction at or after ``index``."""
+    return next((j for j in range(index, len(items)) if isinstance(items[j], Instr)), None)
+
+
+def exception_handlers(items: list[Any]) -> dict[int, int]:
+    """Instruction index -> first instruction of the handler that covers it (if any)."""
+    labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
+    handlers: dict[int, int] = {}
+    current = None
+    for index, item in enumerate(items):
+        if isinstance(item, TryBegin):
+            current = item
+        elif isinstance(item, TryEnd):
+            current = None
+        elif isinstance(item, Instr) and current is not None:
+            handler = first_instr(items, labels[id(current.target)])
+            if handler is not None:
+                handlers[index] = handler
+    return handlers
