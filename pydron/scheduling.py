@@ -7,7 +7,7 @@ import types
 from typing import Any, Callable, TypeVar
 
 from pydron.remote.pool import get_pool
-from pydron.runtime.graph import Graph, _inline_codes, current_graph, set_current_graph
+from pydron.runtime.graph import Graph, _inline_codes, set_current_graph
 from pydron.runtime.resolve import resolve_deep
 from pydron.runtime.syncpoints import SCHEDULE_MARK
 from pydron.tracer.rewrite import rewrite_code
@@ -132,4 +132,4 @@ def _user_frames(tb: types.TracebackType | None,
     return result
 
 
-__all__ = ["schedule", "current_graph"]
+__all__ = ["schedule"]
