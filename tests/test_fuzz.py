@@ -132,8 +132,13 @@ def test_generator_covers_the_grammar():
         assert re.search(pattern, text), kind
 
 
-def test_known_bug_switch(monkeypatch):
-    """PYDRON_FUZZ_KNOWN_BUGS selects which known-bug triggers are generated."""
+def test_known_bugs(monkeypatch):
+    """PYDRON_FUZZ_KNOWN_BUGS selects which known-bug triggers are generated, and
+    every KNOWN_BUGS entry names tests in tests/test_fuzz_regressions.py."""
+    import fnmatch
+
+    import test_fuzz_regressions
+
     monkeypatch.delenv("PYDRON_FUZZ_KNOWN_BUGS", raising=False)
     assert fuzzgen._avoided_from_env() == set(fuzzgen.KNOWN_BUGS)
     monkeypatch.setenv("PYDRON_FUZZ_KNOWN_BUGS", "1")
@@ -144,13 +149,6 @@ def test_known_bug_switch(monkeypatch):
     monkeypatch.setenv("PYDRON_FUZZ_KNOWN_BUGS", "no-such-bug")
     with pytest.raises(ValueError, match="no-such-bug"):
         fuzzgen._avoided_from_env()
-
-
-def test_known_bugs_have_regression_tests():
-    """Every KNOWN_BUGS entry names xfail tests in tests/test_fuzz_regressions.py."""
-    import fnmatch
-
-    import test_fuzz_regressions
 
     names = [n for n in dir(test_fuzz_regressions) if n.startswith("test_")]
     for bug, pattern in fuzzgen.KNOWN_BUGS.items():

@@ -157,7 +157,7 @@ def test_inplace_on_resolved_future_int_changes_aliases():
 
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["mutated-functional-result"]
+# Fixed in 08a31bf (was KNOWN_BUGS["mutated-functional-result"]):
 # A list returned by a functional call and then mutated in the schedule
 # function (append, insert, reverse, item assignment) is passed to a later
 # functional call without the mutation.
@@ -209,7 +209,9 @@ def test_failure_in_try_with_return_in_loop_escapes_handler():
 
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["constant-comprehension-filter"]  (CPython 3.13 only)
+# Fixed in 08a31bf (was KNOWN_BUGS["constant-comprehension-filter"], 3.13 only):
+# a comprehension whose filter the compiler folds to false, in a try or with
+# block, raised TypeError: '<type>' object is not callable.
 # ---------------------------------------------------------------------------
 
 
@@ -236,10 +238,10 @@ def test_constant_false_comprehension_filter_in_with():
 
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["for-break-in-try"]  (CPython 3.12 and 3.13)
-# A for loop that holds a break and ends by exhaustion, at the end of a try
-# body, else or except clause: the scheduled run crashes the interpreter
-# (segmentation fault) or raises "TypeError: '<type>' object is not callable"
+# Fixed in 08a31bf (was KNOWN_BUGS["for-break-in-try"], CPython 3.12, 3.13):
+# a for loop that holds a break and ends by exhaustion, at the end of a try
+# body, else or except clause: the scheduled run crashed the interpreter
+# (segmentation fault) or raised "TypeError: '<type>' object is not callable"
 # at the for line.  Run in a child process: a crash must not take the test
 # process down.
 # ---------------------------------------------------------------------------
