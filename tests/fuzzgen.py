@@ -164,8 +164,6 @@ class HypothesisChooser:
 #: bugs and CI stays green.  ``PYDRON_FUZZ_KNOWN_BUGS=1`` generates them again
 #: (to see whether they are fixed); ``=name,name`` generates only those.
 KNOWN_BUGS = {
-    # x = <future>; y = x; x += 1  ->  y sees the new value too
-    "inplace-int-alias": "test_inplace_on_*",
     # two failing calls issued by one comprehension or generator expression in
     # a try body or with block: the second failure comes back later and
     # replaces the right exception (or escapes the handler)
@@ -523,10 +521,7 @@ class Generator:
         ])
 
     def aug(self, target, op, operand):
-        """``target op= operand`` on an int target (or, avoiding the known bug
-        'inplace-int-alias', the same update as ``target = target op operand``)."""
-        if "inplace-int-alias" in self.avoid:
-            return f"{target} = {target} {op} ({operand})"
+        """``target op= operand`` on an int target."""
         return f"{target} {op}= {operand}"
 
     def unpack_stmt(self, ctx):

@@ -105,11 +105,11 @@ def test_second_failure_of_genexp_replaces_later_exception():
 
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["inplace-int-alias"]
-# x op= y where x holds a future of an immutable value (an int) changes every
+# Fixed (was KNOWN_BUGS["inplace-int-alias"]):
+# x op= y where x holds a future of an immutable value (an int) changed every
 # other name and container slot holding the same future, as if ints were
-# mutable: Graph.defer_inplace marks the target future as mutated
-# (_pd_mutated_by) whatever the type of its value.
+# mutable. Now the link from a future to its in-place update only holds if
+# the value has the in-place method; mutable values keep sharing the update.
 # ---------------------------------------------------------------------------
 
 
@@ -135,25 +135,63 @@ def inplace_after_sync(a):
     return w, v  # plain (5, 15)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "in-place operator on a future int changes its aliases: w = v; v += 1 makes w the new "
-    "value too (plain (5, 6), scheduled (6, 6))"))
 def test_inplace_on_future_int_changes_aliases():
     assert_equivalent(inplace_on_aliased_future, 4)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "lst[0] += 5 on a future item changes an earlier copy of it: plain (5, [10]), "
-    "scheduled (10, [10])"))
 def test_inplace_on_future_list_item_changes_aliases():
     assert_equivalent(inplace_on_aliased_list_item, 4)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "even after the future is resolved by a sync, w = v; v += 10 changes w: plain (5, 15), "
-    "scheduled (15, 15)"))
 def test_inplace_on_resolved_future_int_changes_aliases():
     assert_equivalent(inplace_after_sync, 4)
+
+
+def inplace_twice_through_both_names(a):
+    v = inc(a)
+    w = v
+    v += 1
+    w += 2
+    return w, v  # plain (7, 6)
+
+
+def inplace_on_aliased_future_list(a):
+    v = mklist(2)
+    w = v
+    v += [a]
+    w += mklist(1)
+    return w, v, w is v, ident(w)  # one list seen through both names
+
+
+def inplace_on_aliased_resolved_list(a):
+    v = mklist(2)
+    log(len(v))
+    w = v
+    v += [a]
+    return w, ident(w), w is v
+
+
+def inplace_on_list_in_container(a):
+    box = [mklist(1)]
+    first = box[0]
+    box[0] += [a]
+    return first, box, ident(first)
+
+
+def test_inplace_twice_through_both_names():
+    assert_equivalent(inplace_twice_through_both_names, 4)
+
+
+def test_inplace_on_future_list_updates_aliases():
+    assert_equivalent(inplace_on_aliased_future_list, 4)
+
+
+def test_inplace_on_resolved_list_updates_aliases():
+    assert_equivalent(inplace_on_aliased_resolved_list, 4)
+
+
+def test_inplace_on_list_item_updates_earlier_copy():
+    assert_equivalent(inplace_on_list_in_container, 4)
 
 
 # ---------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class Future:
     __slots__ = (
         "_pd_graph", "_pd_seq", "_pd_state", "_pd_value", "_pd_bytes",
         "_pd_error", "_pd_origin", "_pd_site", "_pd_dependents", "_pd_label",
-        "_pd_worker", "_pd_mutated_by", "__weakref__",
+        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "__weakref__",
     )
     # numpy and friends: let our reflected operators run instead of coercing us.
     __array_ufunc__ = None
@@ -44,15 +44,20 @@ class Future:
         object.__setattr__(self, "_pd_dependents", None)
         object.__setattr__(self, "_pd_label", label)
         object.__setattr__(self, "_pd_worker", None)
-        # Set when ``self += x`` mutated a copy of this value: later readers
-        # see that copy, as they would see the mutated object sequentially.
+        # Set when ``self += x`` was applied to a copy of this value: if the
+        # value turns out to be mutable in place (it has ``_pd_inplace_op``,
+        # e.g. ``__iadd__``), later readers see that copy, as they would see
+        # the mutated object sequentially; an int or a str stays as it was.
         object.__setattr__(self, "_pd_mutated_by", None)
+        object.__setattr__(self, "_pd_inplace_op", None)
 
     # -- the value ---------------------------------------------------------
     def _pd_result(self) -> Any:
         """Wait for the value; raise the failure that sequential order dictates."""
         if self._pd_mutated_by is not None:
-            return latest(self)._pd_result()
+            newest = latest(self)
+            if newest is not self:
+                return newest._pd_result()
         if self._pd_state is PENDING:
             self._pd_graph.wait_for(self)
         if self._pd_state is FAILED:
@@ -212,10 +217,33 @@ for _name, _op in [
 
 
 def latest(future: Future) -> Future:
-    """The future that holds ``future``'s value now, after in-place updates."""
+    """The future that holds ``future``'s value now, after in-place updates.
+
+    Whether ``x op= y`` updated the object that other names share depends on
+    the value's type, so a future with a pending in-place update is waited
+    for here (only aliases of a rebound name get here while it is pending).
+    """
     while future._pd_mutated_by is not None:
+        if future._pd_state is PENDING:
+            future._pd_graph.wait_for(future)
+        if future._pd_state is not DONE:
+            return future  # failed: whoever reads it raises that failure
+        value = future._pd_graph.value_of(future)
+        if getattr(type(value), future._pd_inplace_op, None) is None:
+            object.__setattr__(future, "_pd_mutated_by", None)  # immutable: rebound, not updated
+            return future
         future = future._pd_mutated_by
     return future
+
+
+def mutable_in_place(value: Any, op: Callable[[Any, Any], Any]) -> bool:
+    """True if ``value op= y`` changes ``value`` itself (lists, sets, arrays), not a copy."""
+    return getattr(type(value), inplace_special(op), None) is not None
+
+
+def inplace_special(op: Callable[[Any, Any], Any]) -> str:
+    """``operator.iadd`` -> ``"__iadd__"``."""
+    return "__" + op.__name__ + "__"
 
 
 def is_future(obj: Any) -> bool:

@@ -15,7 +15,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydron.runtime.future import CONDITION, DONE, FAILED, PENDING, Future, latest, _MISSING
+from pydron.runtime.future import (CONDITION, DONE, FAILED, PENDING, Future, _MISSING,
+                                   inplace_special, latest, mutable_in_place)
 from pydron.runtime.resolve import find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
@@ -145,17 +146,25 @@ class Graph:
         return future
 
     def defer_inplace(self, op: Callable[[Any, Any], Any], target: Future, other: Any) -> Future:
-        """``target op= other`` without mutating a value earlier readers still need."""
+        """``target op= other`` without mutating a value earlier readers still need.
+
+        The operation runs on a copy of a mutable value. The target is linked
+        to the result, so that other names holding the target see the update
+        if the value turns out to be mutable in place (see ``latest``).
+        """
         target = latest(target)
+        if target._pd_state is DONE and not mutable_in_place(self.value_of(target), op):
+            return self.defer(op, (target, snapshot(other)))
 
         def apply(value: Any, operand: Any) -> Any:
-            if getattr(type(value), op.__name__.replace("i", "__i", 1) + "__", None) is not None:
+            if mutable_in_place(value, op):
                 value = copy.copy(value)
             return op(value, operand)
 
         apply.__name__ = op.__name__
         result = self._next(user_site(), op.__name__)
         task = Task.make(result, apply, (target, snapshot(other)), {})
+        object.__setattr__(target, "_pd_inplace_op", inplace_special(op))
         object.__setattr__(target, "_pd_mutated_by", result)
         self._start(task, self._run_local)
         return result
