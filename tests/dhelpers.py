@@ -258,6 +258,14 @@ def slow(x, t=0.0):
 
 
 @functional
+def slow_pid(x, t=0.0):
+    """(x, the worker's process id), after ``t`` seconds."""
+    import os
+    time.sleep(t)
+    return x, os.getpid()
+
+
+@functional
 def slow_fail(x, t=0.0):
     time.sleep(t)
     raise ValueError(f"slow fail {x}")

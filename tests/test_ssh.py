@@ -571,9 +571,7 @@ def ssh_global_pool(diff_sshd, tmp_path_factory):
     finally:
         pool_module._pool = saved
         for pool in pools.values():
-            ran = [len(worker.functions_sent) for worker in pool.workers]
             pool.shutdown()
-            assert all(ran), f"an ssh worker ran no task: {ran}"
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
         assert sshd.leftover_processes(timeout=5) == []
@@ -595,6 +593,27 @@ def test_differential_on_ssh_workers_key(ssh_global_pool, fn, args, kwargs):
     pool = ssh_global_pool("key")
     assert_equivalent(fn, *args, **kwargs)
     assert all(worker.alive for worker in pool.workers)
+
+
+@pytest.mark.parametrize("kind", ["key", "password"])
+def test_ssh_pool_runs_tasks_on_every_worker(ssh_global_pool, kind):
+    """Sleeping calls issued together spread over both ssh workers (2 cores, 1 entry)."""
+    from dhelpers import slow_pid
+
+    import pydron
+
+    pool = ssh_global_pool(kind)
+
+    @pydron.schedule
+    def spread():
+        return [slow_pid(i, 0.3) for i in range(4)]
+
+    results = spread()
+    assert [x for x, _ in results] == [0, 1, 2, 3]
+    worker_pids = {pid for _, pid in results}
+    assert len(pool.workers) == 2
+    assert len(worker_pids) == 2, f"all four calls ran in one process: {results}"
+    assert all(len(worker.functions_sent) > 0 for worker in pool.workers)
 
 
 @pytest.mark.parametrize("fn,args,kwargs", [
