@@ -163,15 +163,8 @@ class HypothesisChooser:
 #: whose triggers the generator leaves out, so that the fuzzer finds other
 #: bugs and CI stays green.  ``PYDRON_FUZZ_KNOWN_BUGS=1`` generates them again
 #: (to see whether they are fixed); ``=name,name`` generates only those.
-KNOWN_BUGS = {
-    # two failing calls issued by one comprehension or generator expression in
-    # a try body or with block: the second failure comes back later and
-    # replaces the right exception (or escapes the handler)
-    "region-comprehension-failures": "test_second_failure_of_genexp_*",
-    # 3.11: a failure in a try body that holds a for loop with a return
-    # inside escapes the handler (and finally)
-    "return-in-loop-in-try": "test_failure_in_try_with_return_in_loop_*",
-}
+#: Empty: every bug the fuzzer found is fixed (see the regression tests).
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _avoided_from_env():
@@ -384,8 +377,6 @@ class Generator:
     def comp_ctx(self, ctx):
         var = self.fresh("c")
         cctx = ctx.but(ints=ctx.ints + (var,), comp=True)
-        if ctx.region and "region-comprehension-failures" in self.avoid:
-            cctx.noraise = True
         return var, cctx
 
     def genexp(self, ctx, d, fn=None, cond=False):
@@ -482,18 +473,15 @@ class Generator:
                                   f"(\"r{self.fresh('')}\", {e(1)})"]),
             (ctx.unsafe, lambda: [f"assert {self.cond(ctx)}, \"a{self.fresh('')}\""]),
         ]
-        may_return = not (ctx.loop and ctx.region and "return-in-loop-in-try" in self.avoid)
-        if may_return:
-            opts.append((1, lambda: [f"return {self.ret_expr(ctx)}"]))
+        opts.append((1, lambda: [f"return {self.ret_expr(ctx)}"]))
         if ctx.loop:
             jumps = ("break", "continue")
             opts += [
                 (3, lambda: [f"if {self.cond(ctx)}:", INDENT + self.pick(jumps)]),
                 (1, lambda: [self.pick(jumps)]),
             ]
-            if may_return:
-                opts.append((2, lambda: [f"if {self.cond(ctx)}:",
-                                         INDENT + f"return {self.ret_expr(ctx)}"]))
+            opts.append((2, lambda: [f"if {self.cond(ctx)}:",
+                                     INDENT + f"return {self.ret_expr(ctx)}"]))
         if ctx.handler is not None:
             h = ctx.handler
             opts += [

@@ -1,7 +1,7 @@
 """Mismatches found by the differential fuzzer (tests/test_fuzz.py), minimised
 by hand into regular differential tests.
 
-Each test is marked ``xfail(strict=True)`` while the bug is open: when pydron is
+While a bug is open its test is marked ``xfail(strict=True)``: when pydron is
 fixed, the test passes, strict xfail turns that into a failure, and the mark
 (and the matching entry of ``fuzzgen.KNOWN_BUGS``, which keeps the fuzzer away
 from the bug's trigger) is to be removed.
@@ -41,12 +41,14 @@ def assert_equivalent(fn, *args):
         raise errors[0]
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["region-comprehension-failures"]
+# Fixed (was KNOWN_BUGS["region-comprehension-failures"]):
 # A generator expression (or, on 3.11, a comprehension) inside a try body or
 # with block issues two calls that both fail.  The first failure is raised
-# where the plain run raises it, but the second one is not discarded with it:
-# it comes back at a later point (a sync in a finally or handler, another try
-# statement, the end of the call) and replaces the right exception.
+# where the plain run raises it, but the second one was not discarded with it:
+# it came back at a later point (a sync in a finally or handler, another try
+# statement, the end of the call) and replaced the right exception.  Now every
+# handler of a try or with block reconciles, not only those of blocks whose
+# calls overlap.
 # ---------------------------------------------------------------------------
 
 
@@ -61,10 +63,6 @@ def genexp_two_failures_then_handler():
         return "caught"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "second failure of a generator expression in a try body escapes the handler: plain returns "
-    "'caught'; scheduled raises ValueError('bad 2') (context 'bad 1') and leaves sys.exc_info() "
-    "set in the caller"))
 def test_second_failure_of_genexp_escapes_handler():
     assert_equivalent(genexp_two_failures_then_handler)
 
@@ -76,10 +74,6 @@ def genexp_two_failures_then_finally(out):
         log("finally")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "second failure of a generator expression in a try/finally body: plain raises "
-    "ValueError('bad 1') after logging 'finally'; scheduled raises ValueError('bad 2') "
-    "(context 'bad 1') from the finally block's log() call, which never logs"))
 def test_second_failure_of_genexp_skips_finally():
     assert_equivalent(genexp_two_failures_then_finally, [])
 
@@ -96,10 +90,6 @@ def genexp_two_failures_then_unbound():
     return v  # plain: UnboundLocalError
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "second failure of a generator expression caught by a handler replaces a later exception: "
-    "plain raises UnboundLocalError at 'return v'; scheduled raises KeyError(1) from the "
-    "discarded boom(1) call"))
 def test_second_failure_of_genexp_replaces_later_exception():
     assert_equivalent(genexp_two_failures_then_unbound)
 
@@ -223,7 +213,11 @@ def test_mutated_functional_result_setitem_not_seen_by_call():
 
 
 # ---------------------------------------------------------------------------
-# KNOWN_BUGS["return-in-loop-in-try"]  (CPython 3.11 only)
+# Fixed (was KNOWN_BUGS["return-in-loop-in-try"], CPython 3.11 only):
+# 3.11 splits a try body's exception-table range around a return inside a for
+# loop; the rewrite settled the calls on re-entering the second range (reached
+# by the loop's jumps from inside the block) as if it were entered from
+# outside, so a failure escaped the handler. Plain returns 6.
 # ---------------------------------------------------------------------------
 
 
@@ -238,12 +232,50 @@ def failure_in_try_with_return_in_loop(a):
         return 6  # plain: 6
 
 
-@pytest.mark.xfail(sys.version_info < (3, 12), strict=True, raises=AssertionError, reason=(
-    "3.11: a failed call in a try body that holds a for loop with a return is not raised "
-    "inside the try: the handler (and a finally) is skipped and the call's ValueError('bad 1') "
-    "is raised at the end of the schedule function; plain returns 6"))
-def test_failure_in_try_with_return_in_loop_escapes_handler():
-    assert_equivalent(failure_in_try_with_return_in_loop, 3)
+def failure_in_with_with_return_in_loop(a):
+    with Rec("w"):
+        x = fail_on(1, 1)
+        for i in range(2):
+            if a == i + 10:
+                return 5
+        log("after")
+    return x
+
+
+def failure_before_try_in_else_branch(a):
+    y = fail_on(1, 1)  # raised before the try: its handler must not catch it
+    if a:
+        x = 1
+    else:
+        try:
+            x = inc(2)
+        except ValueError:
+            return "caught"
+    return x
+
+
+def failure_before_try_in_while_true(a):
+    y = fail_on(1, 1)
+    while True:
+        try:
+            z = inc(2)
+            if a < 10:
+                break
+        except ValueError:
+            return "caught"
+    return z
+
+
+@pytest.mark.parametrize("fn,arg", [
+    (failure_in_try_with_return_in_loop, 3),
+    (failure_in_try_with_return_in_loop, 4),
+    (failure_in_with_with_return_in_loop, 3),
+    (failure_before_try_in_else_branch, 0),
+    (failure_before_try_in_else_branch, 1),
+    (failure_before_try_in_while_true, 3),
+])
+def test_failure_in_try_with_return_in_loop_is_caught_where_plain_catches_it(fn, arg):
+    assert_equivalent(fn, arg)
 
 
 # ---------------------------------------------------------------------------

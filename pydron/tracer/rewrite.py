@@ -129,6 +129,12 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
     plan.overlap = find_overlap(items, spec, plan.protected)
+    # Even a block that runs its calls one at a time can hold calls issued
+    # together (sum over a generator expression): every handler settles which
+    # failed first and drops the failures of calls the plain run never made.
+    handlers = exception_handlers(items)
+    plan.overlap.reconcile |= {handlers[index] for index in plan.protected
+                               if items[handlers[index]].name == "PUSH_EXC_INFO"}
     one_at_a_time = plan.protected - plan.overlap.items
     ends = STORES + (("RETURN_VALUE",) if kind == "comprehension" else ())
     def stored(index: int) -> bool:
@@ -240,7 +246,13 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
     for (index, output), protected in plan.wraps.items():
         wrapped_outputs.setdefault(index, {})[output] = protected
     last_protected = False
+    last_falls_through = True
     last_name = ""
+    labels_since_instr: list[Label] = []
+    jump_sources: dict[int, list[int]] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, Instr) and item.has_jump():
+            jump_sources.setdefault(id(item.arg), []).append(index)
     # Handlers are entered by an exception, never by falling into them.
     labels = {id(item): i for i, item in enumerate(items) if isinstance(item, Label)}
     handler_starts = {_first_instr_after(items, labels[id(item.target)])
@@ -251,16 +263,26 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             # FOR_ITER's exit jumps a fixed distance past its target (END_FOR, and
             # POP_TOP on 3.13): nothing may be put between them.
             for_exit = covered is not None and (items[covered].name == "END_FOR" or last_name == "END_FOR")
-            if (covered in plan.protected and not last_protected and covered not in handler_starts
-                    and not for_exit):
+            # Entered from unprotected code: settle its calls before the block.
+            # A block that 3.11 splits around a return in a loop is re-entered
+            # by jumps from inside itself, which need no settling.
+            entered_from_outside = (not last_protected and last_falls_through) or any(
+                source not in plan.protected
+                for label in labels_since_instr for source in jump_sources.get(id(label), ()))
+            if (covered in plan.protected and entered_from_outside
+                    and covered not in handler_starts and not for_exit):
                 location = items[covered].location
                 out.extend(_sync_statement(spec, location))
             out.append(item)
             continue
         if not isinstance(item, Instr):
+            if isinstance(item, Label):
+                labels_since_instr.append(item)
             out.append(item)
             continue
+        labels_since_instr = []
         last_protected = index in plan.protected
+        last_falls_through = not item.is_final()
         last_name = item.name
         location = item.location
         if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
