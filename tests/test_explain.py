@@ -248,15 +248,71 @@ def test_explain_refuses_a_non_function():
 # -- reports that are wrong today: the correct expectation, xfail -------------------
 
 
-@pytest.mark.xfail(sys.version_info < (3, 12), strict=True, reason=(
-    "3.11: a list comprehension inside `with` is its own code object; explain (and the "
-    "runtime) treat its calls as unprotected, so the report claims the loop runs in "
-    "parallel, and a failure there is not seen by __exit__"))
 def test_report_with_block():
     assert pydron.explain(with_block) == expected(with_block, """
         line +1: call to `Rec` (not functional): a sync point
-        line +1: entering a `with` block: a sync point; calls inside run one at a time
-        line +2: `inc` is functional, inside try/with: it runs before the next statement, inside the `for` loop of line +2, so its iterations run one after another
+        line +1: entering a `with` block: a sync point; calls inside overlap, and the block waits for them where it ends
+        line +2: `inc` is functional: a task
+        line +2: storing `out`, which the handler may read: waits for the block's calls first
+        loop of line +2 (`for`): its functional calls run in parallel
+    """)
+
+
+def try_loop_append(xs):
+    out = []
+    try:
+        for x in xs:
+            out.append(inc(x))
+    except ValueError:
+        log("failed")
+    return out
+
+
+def try_handler_reads(a):
+    y = 0
+    try:
+        y = inc(a)
+        z = inc(y)
+    except ValueError:
+        return y
+    return z
+
+
+def try_nested(a):
+    try:
+        try:
+            y = inc(a)
+        except KeyError:
+            y = 0
+    except ValueError:
+        y = 1
+    return y
+
+
+def test_report_try_block_with_loop():
+    assert pydron.explain(try_loop_append) == expected(try_loop_append, """
+        line +2: entering a `try` block: a sync point; calls inside overlap, and the block waits for them where it ends
+        line +4: `inc` is functional: a task
+        line +4: `out.append` on a container built here: no sync point
+        line +6: call to `log` (not functional): a sync point
+        loop of line +3 (`for`): its functional calls run in parallel
+    """)
+
+
+def test_report_try_block_store_read_by_handler():
+    assert pydron.explain(try_handler_reads) == expected(try_handler_reads, """
+        line +2: entering a `try` block: a sync point; calls inside overlap, and the block waits for them where it ends
+        line +3: `inc` is functional: a task
+        line +3: storing `y`, which the handler may read: waits for the block's calls first
+        line +4: `inc` is functional: a task
+    """)
+
+
+def test_report_nested_try():
+    # The outer block's protected code starts after the inner block: one entry.
+    assert pydron.explain(try_nested) == expected(try_nested, """
+        line +2: entering a `try` block: a sync point; calls inside overlap, and the block waits for them where it ends
+        line +3: `inc` is functional: a task
     """)
 
 

@@ -110,12 +110,22 @@ class Graph:
         # Calls issued after a failure that a handler caught: the sequential run
         # never made them, so their failures are dropped. (first seq, last seq).
         self._discarded: list[tuple[int, int]] = []
+        # Undo records of local containers changed while calls were in flight
+        # in a try/with block (see journal.py): (calls issued before, undo).
+        self._journal: list[tuple[int, Callable[[], None]]] = []
+        # > 0 while a function called from such a block runs inline.
+        self.journaling = 0
 
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
         if len(self.local) > 100_000:
             self.local.clear()  # forgetting is safe: mutations just become sync points
         self.local[id(container)] = container
+
+    def record(self, undo: Callable[[], None] | None) -> None:
+        """Keep ``undo`` for a change that a handler may have to take back."""
+        if undo is not None and (self._outstanding or self._failures):
+            self._journal.append((self._seq, undo))
 
     # -- issuing ----------------------------------------------------------
     def _next(self, site: Any, label: str) -> Future:
@@ -286,6 +296,7 @@ class Graph:
                         self._check_liveness_locked()
         if self._failures:
             self._raise_earliest()
+        self._journal.clear()  # every call so far succeeded: nothing to take back
 
     def raise_failure(self, future: Future) -> None:
         """``future`` failed: raise what the sequential run would have raised here.
@@ -350,6 +361,11 @@ class Graph:
                 cutoff = earliest._pd_seq
         self._failures = [f for f in self._failures if f._pd_seq < cutoff]
         self._discarded.append((cutoff + 1, self._seq))
+        # Changes made once the failed call was issued never happened sequentially.
+        for stamp, undo in reversed(self._journal):
+            if stamp >= cutoff:
+                undo()
+        self._journal.clear()
         return error
 
     def _raise(self, origin: Future) -> None:

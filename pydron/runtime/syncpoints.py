@@ -20,7 +20,7 @@ from pydron.runtime.future import Future, _defer
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.graph import _inline_codes
-from pydron.runtime import purity
+from pydron.runtime import journal, purity
 from pydron.runtime.resolve import contains_future, resolve_deep
 
 SCHEDULE_MARK = "__pydron_schedule__"
@@ -41,9 +41,20 @@ def route(fn: Any) -> Any:
     if graph is None or id(fn) in purity.NATIVE:
         return fn
     if type(fn) is types.BuiltinMethodType and id(fn.__self__) in graph.local \
-            and fn.__name__ in _NATIVE_LOCAL_METHODS:
+            and fn.__name__ in _NATIVE_LOCAL_METHODS and not graph.journaling:
         return fn
     return _route(graph, fn, protected=False)
+
+
+def route_journaled(fn: Any) -> Any:
+    """Like ``route``, inside a try/with block whose calls overlap: changes to
+    local containers, there and in functions it calls inline, can be undone."""
+    graph = _threads.graph
+    if graph is None or id(fn) in purity.NATIVE:
+        return fn
+    if type(fn) is types.FunctionType and id(fn.__code__) in _inline_codes:
+        return partial(_call_inline_journaled, graph, fn)
+    return _route(graph, fn, protected=False, journaled=True)
 
 
 # Methods of local containers that are right when called with futures as they
@@ -63,7 +74,7 @@ def route_protected(fn: Any) -> Any:
     return _route(graph, fn, protected=True)
 
 
-def _route(graph: Graph, fn: Any, protected: bool) -> Any:
+def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> Any:
     kind = type(fn)
     if kind is Future:
         return partial(_call_sync, graph, fn, protected)
@@ -74,13 +85,18 @@ def _route(graph: Graph, fn: Any, protected: bool) -> Any:
             return partial(_call_inline, graph, protected, fn)
         inner = getattr(fn, SCHEDULE_MARK, None)
         if inner is not None:
+            if journaled:
+                return partial(_call_inline_journaled, graph, inner)
             return partial(_call_inline, graph, protected, inner)
     elif kind is types.MethodType:
         inner = getattr(fn.__func__, SCHEDULE_MARK, None)
         if inner is not None:
-            return partial(_call_inline, graph, protected, types.MethodType(inner, fn.__self__))
+            inner = types.MethodType(inner, fn.__self__)
+            if journaled:
+                return partial(_call_inline_journaled, graph, inner)
+            return partial(_call_inline, graph, protected, inner)
     elif kind is types.BuiltinMethodType and id(getattr(fn, "__self__", None)) in graph.local:
-        return partial(_call_local_method, graph, fn, protected)
+        return partial(_call_local_method, graph, fn, protected, journaled)
     if purity.is_pure(fn):
         return partial(_call_pure, graph, fn, protected)
     return partial(_call_sync, graph, fn, protected)
@@ -100,6 +116,14 @@ def _call_inline(graph: Graph, protected: bool, fn: Callable[..., Any], *args: A
     if protected:
         graph.sync()
     return result
+
+
+def _call_inline_journaled(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    graph.journaling += 1
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        graph.journaling -= 1
 
 
 def _calls_back(args: tuple, kwargs: dict) -> bool:
@@ -165,10 +189,13 @@ def _functional_map(graph: Graph, fn: Callable[..., Any], iterables: tuple) -> A
 _LOCAL_METHOD_TYPES = (list, dict, set)
 
 
-def _call_local_method(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any) -> Any:
+def _call_local_method(graph: Graph, fn: Any, protected: bool, journaled: bool,
+                       *args: Any, **kwargs: Any) -> Any:
     """A method of a container that only the schedule function holds: no sync needed."""
     if _calls_back(args, kwargs) or type(fn.__self__) not in _LOCAL_METHOD_TYPES:
         return _call_sync(graph, fn, protected, *args, **kwargs)
+    if journaled or graph.journaling:
+        graph.record(journal.undo_for_method(fn.__self__, fn.__name__, args))
     result = fn(*args, **kwargs)
     if fn.__name__ == "copy":
         graph.add_local(result)
@@ -217,18 +244,25 @@ def store_attr(obj: Any, name: str, value: Any) -> None:
     setattr(obj, name, value)
 
 
-def store_subscr(obj: Any, key: Any, value: Any) -> None:
+def store_subscr(obj: Any, key: Any, value: Any, journaled: bool = False) -> None:
     """``obj[key] = value``: a sync point, unless ``obj`` is a local container."""
-    if _is_local(obj) is not None:
-        obj[resolve_top(key)] = value
+    graph = _is_local(obj)
+    if graph is not None:
+        key = resolve_top(key)
+        if journaled or graph.journaling:
+            graph.record(journal.undo_setitem(obj, key))
+        obj[key] = value
         return
     obj, key, value = _sync_and_resolve(obj, key, value)
     obj[key] = value
 
 
-def store_slice(obj: Any, start: Any, stop: Any, value: Any) -> None:
+def store_slice(obj: Any, start: Any, stop: Any, value: Any, journaled: bool = False) -> None:
     """``obj[start:stop] = value``: a sync point, unless ``obj`` is a local container."""
-    if _is_local(obj) is not None:
+    graph = _is_local(obj)
+    if graph is not None:
+        if journaled or graph.journaling:
+            graph.record(journal.undo_any(obj))
         obj[resolve_top(start):resolve_top(stop)] = value
         return
     obj, start, stop, value = _sync_and_resolve(obj, start, stop, value)
@@ -241,13 +275,22 @@ def delete_attr(obj: Any, name: str) -> None:
     delattr(obj, name)
 
 
-def delete_subscr(obj: Any, key: Any) -> None:
+def delete_subscr(obj: Any, key: Any, journaled: bool = False) -> None:
     """``del obj[key]``: a sync point, unless ``obj`` is a local container."""
-    if _is_local(obj) is not None:
+    graph = _is_local(obj)
+    if graph is not None:
+        if journaled or graph.journaling:
+            graph.record(journal.undo_any(obj))
         del obj[resolve_top(key)]
         return
     obj, key = _sync_and_resolve(obj, key)
     del obj[key]
+
+
+# The same statements inside a try/with block whose calls overlap.
+store_subscr_journaled = partial(store_subscr, journaled=True)
+store_slice_journaled = partial(store_slice, journaled=True)
+delete_subscr_journaled = partial(delete_subscr, journaled=True)
 
 
 def sync(_: Any = None) -> None:
@@ -356,7 +399,7 @@ def is_not(a: Any, b: Any) -> bool:
     return not is_(a, b)
 
 
-def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+def _inplace(op: Callable[[Any, Any], Any], journaled: bool = False) -> Callable[[Any, Any], Any]:
     special = "__" + op.__name__ + "__"
 
     def inplace(target: Any, other: Any) -> Any:
@@ -368,7 +411,10 @@ def _inplace(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
             if type(other) is Future:  # ``0 += r``: deferred as the in-place operator it is
                 return other._pd_graph.defer(op, (target, other))
             return op(target, other)
-        if _is_local(target) is not None:
+        graph = _is_local(target)
+        if graph is not None:
+            if journaled or graph.journaling:
+                graph.record(journal.undo_for_method(target, special, ()))
             # A future operand would take over through its reflected operator
             # and rebind the name instead of mutating the container.
             return op(target, resolve_top(other))
@@ -385,14 +431,15 @@ NATIVE_INPLACE_TYPES = frozenset({int, float, complex, str, bytes, bool, type(No
                                   frozenset, range, Future})
 
 # BINARY_OP argument (13..25) -> helper, in CPython's NB_INPLACE_* order.
-INPLACE = {
-    13 + i: _inplace(op) for i, op in enumerate([
-        operator.iadd, operator.iand, operator.ifloordiv, operator.ilshift,
-        operator.imatmul, operator.imul, operator.imod, operator.ior,
-        operator.ipow, operator.irshift, operator.isub, operator.itruediv,
-        operator.ixor,
-    ])
-}
+_INPLACE_OPS = [
+    operator.iadd, operator.iand, operator.ifloordiv, operator.ilshift,
+    operator.imatmul, operator.imul, operator.imod, operator.ior,
+    operator.ipow, operator.irshift, operator.isub, operator.itruediv,
+    operator.ixor,
+]
+INPLACE = {13 + i: _inplace(op) for i, op in enumerate(_INPLACE_OPS)}
+# The same inside a try/with block whose calls overlap.
+INPLACE_JOURNALED = {13 + i: _inplace(op, journaled=True) for i, op in enumerate(_INPLACE_OPS)}
 
 # Callables that look at their caller's frame: a routed call would show them ours.
 FRAME_SENSITIVE = frozenset({

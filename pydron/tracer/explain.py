@@ -11,7 +11,7 @@ import types
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bytecode import Bytecode, Instr, Label
+from bytecode import Bytecode, Instr, Label, TryBegin
 
 from pydron.functional import is_functional
 from pydron.runtime import purity
@@ -79,6 +79,9 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
             text, sync = f"call to `{name}` (not functional): a sync point", True
         findings.append(Finding(line, text, sync))
     seen_protected_lines = set()
+    labels = {id(item): i for i, item in enumerate(items) if isinstance(item, Label)}
+    loop_spans = [(labels[id(item.arg)], i) for i, item in enumerate(items)
+                  if isinstance(item, Instr) and "BACKWARD" in item.name and isinstance(item.arg, Label)]
     for index, item in enumerate(items):
         if not isinstance(item, Instr):
             continue
@@ -90,12 +93,51 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
             arg = item.arg if isinstance(item.arg, str) else ""
             findings.append(Finding(line, STATEMENTS[item.name].format(arg), True))
         elif item.name == "BEFORE_WITH":
-            findings.append(Finding(line, "entering a `with` block: a sync point; calls inside run one at a time", True))
-        elif index in plan.protected and line not in seen_protected_lines and item.name == "NOP":
+            findings.append(Finding(line, f"entering a `with` block: a sync point; {_block_calls(items, plan, index)}", True))
+        elif (item.name == "NOP" and line not in seen_protected_lines
+              and _starts_try(items, plan, index)):
             seen_protected_lines.add(line)
-            findings.append(Finding(line, "entering a `try` block: a sync point; calls inside run one at a time", True))
+            findings.append(Finding(line, f"entering a `try` block: a sync point; {_block_calls(items, plan, index)}", True))
+        elif index in plan.overlap.sync_before and item.name in HANDLER_READS:
+            # Once per iteration inside a loop; after a comprehension's loop, once.
+            in_loop = any(start < index < end for start, end in loop_spans)
+            findings.append(Finding(line, f"storing `{_names(item)}`, which the handler may read: "
+                                          f"waits for the block's calls first", in_loop))
         elif item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
             _explain_code(item.arg, namespace, findings, loops)
+
+
+# Stores that wait for the calls of an overlapping try/with block (regions.py).
+HANDLER_READS = ("STORE_FAST", "DELETE_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
+                 "LOAD_FAST_AND_CLEAR")
+
+
+def _names(item: Instr) -> str:
+    arg = item.arg if isinstance(item.arg, tuple) else (item.arg,)
+    if item.name == "STORE_FAST_LOAD_FAST":
+        arg = arg[:1]
+    return "`, `".join(str(getattr(a, "name", a)) for a in arg)
+
+
+def _starts_try(items: list[Any], plan: Any, index: int) -> bool:
+    """The ``NOP`` of a ``try:`` statement, right before its block."""
+    for j in range(index + 1, len(items)):
+        item = items[j]
+        if isinstance(item, TryBegin):
+            first = next((k for k in range(j + 1, len(items)) if isinstance(items[k], Instr)), None)
+            return first in plan.protected and items[first].name != "PUSH_EXC_INFO"
+        if isinstance(item, Instr):
+            return False
+    return False
+
+
+def _block_calls(items: list[Any], plan: Any, start: int) -> str:
+    """How the calls of the try/with block that starts at ``start`` run."""
+    first = next((j for j in range(start, len(items))
+                  if isinstance(items[j], Instr) and j in plan.protected), None)
+    if first is not None and first in plan.overlap.items:
+        return "calls inside overlap, and the block waits for them where it ends"
+    return "calls inside run one at a time"
 
 
 def _target_name(items: list[Any], flow: Any, index: int) -> str | None:

@@ -2,11 +2,13 @@
 
 A failed call is noticed late, so the statements after it in the block have
 already run when its exception reaches the handler. That is invisible when
-those statements only bind local variables that the handler's paths never
-read (they are not *live* at the handler), and change nothing else. Such a
-block lets its calls overlap; each exit from it waits for them (a failure
-raised there is still inside the block), and its handler first settles which
-call failed first.
+those statements bind only local variables that the handler's paths never
+read (they are not *live* at the handler), change local containers (the
+handler undoes those changes, runtime/journal.py), and change nothing else
+without a sync point. Such a block lets its calls overlap; a store to a
+variable the handler may read waits for them first, each exit from the block
+waits for them (a failure raised there is still inside the block), and its
+handler first settles which call failed first.
 """
 from __future__ import annotations
 
@@ -20,10 +22,13 @@ from pydron.tracer.versions import Spec311
 
 _USES = {"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR"}
 _DEFS = {"STORE_FAST", "DELETE_FAST", "LOAD_FAST_AND_CLEAR"}
-# Anything here could change state the handler sees other than by a local variable.
-_UNSAFE = {"STORE_SUBSCR", "DELETE_SUBSCR", "STORE_SLICE", "STORE_DEREF", "DELETE_DEREF",
-           "YIELD_VALUE", "LOAD_METHOD", "STORE_NAME", "DELETE_NAME", "IMPORT_NAME",
-           "LIST_APPEND", "SET_ADD", "MAP_ADD", "LOAD_SUPER_ATTR", "BEFORE_WITH"}
+# Anything here could change state the handler sees other than by a local
+# variable, without a sync point first. Changes to local containers (method
+# calls, item assignment, in-place operators) are journaled and undone by the
+# handler instead (runtime/journal.py). A closure made here may change them
+# from code that is not journaled (a 3.11 comprehension is called natively).
+_UNSAFE = {"STORE_DEREF", "DELETE_DEREF", "LOAD_CLOSURE", "YIELD_VALUE", "STORE_NAME",
+           "DELETE_NAME", "IMPORT_NAME", "LOAD_SUPER_ATTR", "BEFORE_WITH"}
 
 
 @dataclass
@@ -33,6 +38,10 @@ class Overlap:
     items: set[int] = field(default_factory=set)  # instructions whose calls run as tasks
     sync_before: set[int] = field(default_factory=set)  # exits by jump or return
     sync_after: set[int] = field(default_factory=set)  # exits by falling through
+    # Labels where a conditional jump leaves the block (a loop's exit): the sync
+    # goes there, under the block's handler, instead of before every iteration.
+    # Label item -> the handler instruction.
+    sync_landing: dict[int, int] = field(default_factory=dict)
     reconcile: set[int] = field(default_factory=set)  # handler entries (PUSH_EXC_INFO)
 
 
@@ -77,36 +86,56 @@ def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overla
         succ[index] = targets
 
     live_in = _liveness(items, instrs, succ)
+    preds: dict[int, list[int]] = {}
+    for index, targets in succ.items():
+        for target in targets:
+            preds.setdefault(target, []).append(index)
 
-    blocks: dict[int, list[int]] = {}  # handler instruction -> instructions it covers directly
-    for index in instrs:
+    def user_handler(index: int) -> int | None:
+        """The handler of the try/with around ``index``, past the compiler's own
+        handlers (3.12+ comprehensions restore their variable in one)."""
         handler = handlers.get(index)
-        if handler is not None and index in protected and items[handler].name == "PUSH_EXC_INFO":
+        for _ in range(50):
+            if handler is None or items[handler].name == "PUSH_EXC_INFO":
+                return handler
+            handler = handlers.get(handler)
+        return None
+
+    blocks: dict[int, list[int]] = {}  # handler instruction -> instructions it protects
+    owner: dict[int, int] = {}
+    for index in instrs:
+        handler = user_handler(index) if index in protected else None
+        if handler is not None:
             blocks.setdefault(handler, []).append(index)
+            owner[index] = handler
 
     overlap = Overlap()
     for handler, members in blocks.items():
         region = set(members)
         span = range(min(region), max(region) + 1)
-        if any(j in handlers and j not in region and j in protected for j in span):
+        if any(owner.get(j) not in (None, handler) for j in span):
             continue  # a nested try/with: keep it simple and one call at a time
-        defined: set[str] = set()
-        unsafe = False
-        for index in region:
-            instr = items[index]
-            _, defs = _use_def(instr)
-            defined |= defs
-            if instr.name in _UNSAFE or spec.is_method_load(instr) or spec.is_inplace(instr):
-                unsafe = True
-        if unsafe or defined & live_in[handler]:
+        if any(items[index].name in _UNSAFE for index in region):
             continue
         overlap.items |= region
         overlap.reconcile.add(handler)
+        for index in region:
+            # A variable the handler may read is stored only once every call
+            # issued so far succeeded: a failure is raised before the store.
+            if _use_def(items[index])[1] & live_in[handler]:
+                overlap.sync_before.add(index)
         for index in region:
             instr = items[index]
             outside = [t for t in succ[index] if t not in region and t != handler]
             if not outside and not instr.name.startswith("RETURN"):
                 continue
+            if instr.has_jump() and not instr.is_final():
+                label = labels[id(instr.arg)]
+                target = first_instr(items, label)
+                if (outside == [target] and items[target].name != "END_FOR"
+                        and all(p in region for p in preds.get(target, ()))):
+                    overlap.sync_landing[label] = handler
+                    continue
             if instr.has_jump() or instr.is_final():
                 overlap.sync_before.add(index)
             else:

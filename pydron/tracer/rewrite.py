@@ -15,7 +15,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from bytecode import Bytecode, Instr, Label, TryBegin
+from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import purity
 from pydron.runtime.future import Future
@@ -255,8 +255,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             jump_sources.setdefault(id(item.arg), []).append(index)
     # Handlers are entered by an exception, never by falling into them.
     labels = {id(item): i for i, item in enumerate(items) if isinstance(item, Label)}
-    handler_starts = {_first_instr_after(items, labels[id(item.target)])
+    try_of_handler = {_first_instr_after(items, labels[id(item.target)]): item
                       for item in items if isinstance(item, TryBegin)}
+    handler_starts = set(try_of_handler)
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
@@ -279,6 +280,13 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             if isinstance(item, Label):
                 labels_since_instr.append(item)
             out.append(item)
+            if index in plan.overlap.sync_landing:
+                # A loop left its try/with block: wait for the block's calls,
+                # still under the block's handler.
+                entry = try_of_handler[plan.overlap.sync_landing[index]]
+                begin = TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
+                out.extend([begin, *_sync_statement(spec, items[_first_instr_after(items, index)].location),
+                            TryEnd(begin)])
             continue
         labels_since_instr = []
         last_protected = index in plan.protected
@@ -292,7 +300,10 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
         outputs = wrapped_outputs.get(index)
         if outputs:
             protected = any(outputs.values())
-            route = sp.route_protected if protected else sp.route
+            if protected:
+                route = sp.route_protected
+            else:
+                route = sp.route_journaled if index in plan.overlap.items else sp.route
             wrap = _helper_on_top(route, spec, location)
             native = _native_builtin(item)
             if native is not None:
@@ -317,7 +328,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
                 out.append(_nested(item))
                 out.extend(wrap)
             continue
-        out.extend(_statement(item, spec, generator))
+        out.extend(_statement(item, spec, generator, journaled=index in plan.overlap.items))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
@@ -347,7 +358,9 @@ def _nested(item: Instr) -> Instr:
     return item
 
 
-def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
+def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = False) -> list[Instr]:
+    """The rewritten form of one instruction; ``journaled``: inside a try/with
+    block whose calls overlap, changes to local containers can be undone."""
     name, location = item.name, item.location
 
     def call_helper(helper: Any, arrange: list[Instr], nargs: int, keep: bool) -> list[Instr]:
@@ -363,14 +376,17 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
         return [Instr("LOAD_CONST", item.arg, location=location),
                 *call_helper(sp.store_attr, swaps(4), 3, keep=False)]
     if name == "STORE_SUBSCR":
-        return call_helper(sp.store_subscr, swaps(4), 3, keep=False)
+        helper = sp.store_subscr_journaled if journaled else sp.store_subscr
+        return call_helper(helper, swaps(4), 3, keep=False)
     if name == "STORE_SLICE":
-        return call_helper(sp.store_slice, swaps(5), 4, keep=False)
+        helper = sp.store_slice_journaled if journaled else sp.store_slice
+        return call_helper(helper, swaps(5), 4, keep=False)
     if name == "DELETE_ATTR":
         return [Instr("LOAD_CONST", item.arg, location=location),
                 *call_helper(sp.delete_attr, swaps(3, 2), 2, keep=False)]
     if name == "DELETE_SUBSCR":
-        return call_helper(sp.delete_subscr, swaps(3, 2), 2, keep=False)
+        helper = sp.delete_subscr_journaled if journaled else sp.delete_subscr
+        return call_helper(helper, swaps(3, 2), 2, keep=False)
     if spec.is_inplace(item):
         # Numbers, strings and futures take the interpreter's own path; other
         # targets (maybe shared, mutable) go through the helper.
@@ -388,7 +404,8 @@ def _statement(item: Instr, spec: Spec311, generator: bool) -> list[Instr]:
                 item,
                 Instr("JUMP_FORWARD", end, location=location),
                 slow,
-                *call_helper(sp.INPLACE[int(item.arg)], swaps(3, 2), 2, keep=True),
+                *call_helper((sp.INPLACE_JOURNALED if journaled else sp.INPLACE)[int(item.arg)],
+                             swaps(3, 2), 2, keep=True),
                 end]
     if name == "FORMAT_VALUE":
         flags = int(item.arg)
