@@ -267,7 +267,36 @@ def container_from_before_and_inside(xs, bad):
     return out
 
 
+def generator_changes_callers_dict(xs, bad):
+    def numbered(seen, items):
+        for i, item in enumerate(items):
+            seen[i] = item
+            yield item
+
+    seen = {}
+    out = []
+    try:
+        for x in numbered(seen, xs):
+            out.append(fail_on(x, bad))
+    except ValueError:
+        return "caught", seen, out
+    return seen, out
+
+
+def long_loop_over_journal_limit(xs, bad):
+    out = []
+    try:
+        for x in xs:
+            out.append(fail_on(x, bad))
+            for i in range(3000):  # 12,000 changes: more than the journal keeps
+                out.append(i)
+    except ValueError:
+        return "caught", len(out), out[:3]
+    return len(out)
+
+
 _JOURNAL_CASES = [
+    generator_changes_callers_dict, long_loop_over_journal_limit,
     loop_append_handler_reads_list, loop_setitem_on_dict, loop_mixed_list_changes,
     loop_set_changes, nested_list_changes, with_suppress_in_loop,
     inline_helper_changes_callers_list, total_not_read_by_handler, total_read_by_handler,

@@ -68,6 +68,9 @@ class Task:
         return task
 
 
+# Undo records kept before a sync point is forced (see Graph.record).
+JOURNAL_LIMIT = 10_000
+
 _inline_codes: set[int] = set()  # ids of rewritten code objects (see syncpoints)
 
 
@@ -125,6 +128,11 @@ class Graph:
     def record(self, undo: Callable[[], None] | None) -> None:
         """Keep ``undo`` for a change that a handler may have to take back."""
         if undo is not None and (self._outstanding or self._failures):
+            if len(self._journal) >= JOURNAL_LIMIT:
+                # Bounded memory: wait for the calls in flight (their failure,
+                # if any, is raised here, after its call as in the plain run).
+                self.sync()
+                return
             self._journal.append((self._seq, undo))
 
     # -- issuing ----------------------------------------------------------

@@ -5,7 +5,8 @@ statements of the block have run. Statements that only rebind local variables
 are harmless when the handler never reads them (tracer/regions.py); changes
 to a list, dict or set the function built are recorded here instead, and the
 handler undoes the ones made after the failed call was issued, so that it
-sees the containers as the sequential run left them.
+sees the containers as the sequential run left them. A generator may run
+while such a block iterates it, so generators record their changes too.
 """
 from __future__ import annotations
 

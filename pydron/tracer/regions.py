@@ -132,7 +132,10 @@ def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overla
             if instr.has_jump() and not instr.is_final():
                 label = labels[id(instr.arg)]
                 target = first_instr(items, label)
+                # The sync gets its own exception-table entry: only where no
+                # other entry covers the target.
                 if (outside == [target] and items[target].name != "END_FOR"
+                        and target not in handlers
                         and all(p in region for p in preds.get(target, ()))):
                     overlap.sync_landing[label] = handler
                     continue

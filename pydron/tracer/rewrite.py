@@ -303,7 +303,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
             if protected:
                 route = sp.route_protected
             else:
-                route = sp.route_journaled if index in plan.overlap.items else sp.route
+                # A generator may run while a try/with block iterates it.
+                journaled = generator or index in plan.overlap.items
+                route = sp.route_journaled if journaled else sp.route
             wrap = _helper_on_top(route, spec, location)
             native = _native_builtin(item)
             if native is not None:
@@ -328,7 +330,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
                 out.append(_nested(item))
                 out.extend(wrap)
             continue
-        out.extend(_statement(item, spec, generator, journaled=index in plan.overlap.items))
+        out.extend(_statement(item, spec, generator, journaled=generator or index in plan.overlap.items))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
