@@ -383,3 +383,39 @@ def test_for_loop_with_break_in_try_ends_by_exhaustion():
             problems.append(f"{shape}: exit status {proc.returncode}, stdout {lines}, "
                             f"stderr (tail) {proc.stderr[-500:]!r}")
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------
+# Fixed (found by the fuzzer on CPython 3.13): a with block whose generator
+# expression assigns an outer variable (walrus) was treated as one whose calls
+# may overlap, because 3.13 builds the closure without LOAD_CLOSURE; the
+# generator's assignment then ran although a call before it had failed.
+# ---------------------------------------------------------------------------
+
+
+def walrus_in_genexp_in_with(a):
+    v = a + a
+    with Rec("w", suppress=True):
+        log("s", sum((v := a) for c in [a, fail_on(a, a)]))
+    return v  # plain: 2 * a (fail_on raises before the generator runs)
+
+
+def closure_assigns_in_try(a):
+    v = 0
+
+    def setv(x):
+        nonlocal v
+        v = x
+
+    try:
+        r = fail_on(a, a)
+        setv(r)
+    except ValueError:
+        pass
+    return v
+
+
+@pytest.mark.parametrize("fn", [walrus_in_genexp_in_with, closure_assigns_in_try],
+                         ids=lambda f: f.__name__)
+def test_closure_made_in_block_keeps_outer_variables(fn):
+    assert_equivalent(fn, 3)

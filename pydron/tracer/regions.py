@@ -25,9 +25,10 @@ _DEFS = {"STORE_FAST", "DELETE_FAST", "LOAD_FAST_AND_CLEAR"}
 # Anything here could change state the handler sees other than by a local
 # variable, without a sync point first. Changes to local containers (method
 # calls, item assignment, in-place operators) are journaled and undone by the
-# handler instead (runtime/journal.py). A closure made here may change them
-# from code that is not journaled (a 3.11 comprehension is called natively).
-_UNSAFE = {"STORE_DEREF", "DELETE_DEREF", "LOAD_CLOSURE", "YIELD_VALUE", "STORE_NAME",
+# handler instead (runtime/journal.py). A closure made in the block
+# (spec.makes_closure) may change cells, or local containers from code that is
+# not journaled (a 3.11 comprehension is called natively).
+_UNSAFE = {"STORE_DEREF", "DELETE_DEREF", "YIELD_VALUE", "STORE_NAME",
            "DELETE_NAME", "IMPORT_NAME", "LOAD_SUPER_ATTR", "BEFORE_WITH"}
 
 
@@ -115,7 +116,7 @@ def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overla
         span = range(min(region), max(region) + 1)
         if any(owner.get(j) not in (None, handler) for j in span):
             continue  # a nested try/with: keep it simple and one call at a time
-        if any(items[index].name in _UNSAFE for index in region):
+        if any(items[index].name in _UNSAFE or spec.makes_closure(items[index]) for index in region):
             continue
         overlap.items |= region
         overlap.reconcile.add(handler)

@@ -108,6 +108,10 @@ class Spec311:
         location = load.location
         return [load, *wrap, Instr("PUSH_NULL", location=location), Instr("SWAP", 2, location=location)]
 
+    def makes_closure(self, instr: Instr) -> bool:
+        """True if ``instr`` gives a new function its closure cells."""
+        return instr.name == "LOAD_CLOSURE" or (instr.name == "MAKE_FUNCTION" and int(instr.arg) & 8 != 0)
+
     def is_inplace(self, instr: Instr) -> bool:
         return instr.name == "BINARY_OP" and int(instr.arg) >= 13
 
@@ -143,6 +147,10 @@ class Spec313(Spec312):
 
     call_names = ("CALL", "CALL_KW", "CALL_FUNCTION_EX")
     null_first = False
+
+    def makes_closure(self, instr: Instr) -> bool:
+        # LOAD_CLOSURE became a plain LOAD_FAST; the closure is a function attribute.
+        return instr.name == "SET_FUNCTION_ATTRIBUTE" and int(instr.arg) & 8 != 0
 
     def effect(self, instr: Instr, jump: bool | None) -> tuple[int, int]:
         name = instr.name
