@@ -316,9 +316,6 @@ def test_report_nested_try():
     """)
 
 
-@pytest.mark.xfail(sys.version_info >= (3, 13), strict=True, reason=(
-    "3.13: the called local `g` is named `<expression>` (explain._callable does not "
-    "follow 3.13's inlined-comprehension loads of a local)"))
 def test_report_dynamic_callable():
     assert pydron.explain(dynamic_callable) == expected(dynamic_callable, """
         line +1: call of `g` (known only at run time): a sync point unless it is functional, pure, or a method of a list/dict/set built here, inside the `for` loop of line +1, so its iterations run one after another
@@ -335,12 +332,11 @@ def test_report_local_item_assignment(fn, line):
                 if row.startswith(f"  line {first + line}:") and "a sync point" in row], report
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "`list(map(inc, xs))` submits one task per item, but the report only says `map` and "
-    "`list` are pure: it names no functional call and no parallel work"))
 def test_report_list_map():
-    report = pydron.explain(list_map)
-    assert "`inc` is functional" in report, report
+    assert pydron.explain(list_map) == expected(list_map, """
+        line +1: `inc` is functional, mapped with `map`: one task per item
+        line +1: `list` is pure: no sync point
+    """)
 
 
 def test_report_while_loop():

@@ -70,6 +70,8 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
                 text, sync = f"`{name}` is functional, inside try/with: it runs before the next statement", True
         elif target is not None and getattr(target, SCHEDULE_MARK, None) is not None:
             text, sync = f"`{name}` is a schedule function: runs inline, in the same graph", False
+        elif target is map and (mapped := _mapped_functional(items, flow, index, namespace)):
+            text, sync = f"`{mapped}` is functional, mapped with `map`: one task per item", False
         elif target is not None and purity.is_pure(target):
             text, sync = f"`{name}` is pure: no sync point", False
         elif target is None:
@@ -193,14 +195,30 @@ def _line(items: list[Any], index: int) -> int | None:
     return None
 
 
+def _mapped_functional(items: list[Any], flow: Any, index: int, namespace: dict) -> str | None:
+    """The name of the functional function that ``map(f, ...)`` at call ``index`` maps, if so."""
+    call = items[index]
+    if call.name != "CALL" or not isinstance(call.arg, int) or call.arg < 2:
+        return None
+    stack = flow.before[index]
+    if len(stack) < call.arg:
+        return None
+    name, target = _callable(items, stack[-call.arg], namespace)
+    return name if target is not None and is_functional(target) else None
+
+
 def _callable(items: list[Any], producers: frozenset, namespace: dict) -> tuple[str, Any]:
     """A readable name for the callable, and the object it names now (or None)."""
     if len(producers) != 1:
         return "<expression>", None
-    index, _ = next(iter(producers))
+    index, output = next(iter(producers))[:2]
     if index == "handler":
         return "<expression>", None
     instr = items[index]
+    if instr.name == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals, one per output
+        return str(instr.arg[output]), None
+    if instr.name == "STORE_FAST_LOAD_FAST":  # 3.13: stores the first, loads the second
+        return str(instr.arg[1]), None
     name = instr.arg[-1] if isinstance(instr.arg, tuple) else instr.arg
     if instr.name in ("LOAD_GLOBAL", "LOAD_NAME"):
         if name in namespace:
@@ -211,7 +229,7 @@ def _callable(items: list[Any], producers: frozenset, namespace: dict) -> tuple[
         if base is not None and isinstance(base, types.ModuleType):
             return f"{base_name}.{name}", getattr(base, name, None)
         return f"{base_name}.{name}", None
-    if instr.name in ("LOAD_FAST", "LOAD_DEREF"):
+    if instr.name in ("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_DEREF"):
         return str(name), None
     return "<expression>", None
 
