@@ -86,7 +86,11 @@ def test_fuzz_programs(shard):
         try:
             fuzzgen.check(program.source, program.args_list)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}{_replay_hint(shard, program)}") from None
+            message = f"{exc}{_replay_hint(shard, program)}"
+            # Shown with the test's output even if hypothesis then reports only
+            # a flaky replay (a failure that depends on timing).
+            print(f"--- a program failed ---\n{message}", flush=True)
+            raise AssertionError(message) from None
         seen.add(program.source)
 
     run()

@@ -419,3 +419,29 @@ def closure_assigns_in_try(a):
                          ids=lambda f: f.__name__)
 def test_closure_made_in_block_keeps_outer_variables(fn):
     assert_equivalent(fn, 3)
+
+
+# ---------------------------------------------------------------------------
+# Fixed (found by the fuzzer): an exception that no except clause matches, in
+# a try/except/finally inside a with block, whose finally returns: the
+# scheduled run raised "TypeError: 'NoneType' object is not callable" instead
+# of calling __exit__. bytecode's recomputed handler stack depth for the
+# finally was one too deep; the rewrite now keeps the original depths.
+# ---------------------------------------------------------------------------
+
+
+def finally_returns_after_unmatched_exception_in_with(a, xs):
+    with Rec("w"):
+        try:
+            if all(inc(3) for c in xs[5]):  # IndexError: matched by no clause
+                pass
+            return a
+        except (ValueError, ArithmeticError):
+            return (a, a, a, a, a, a, a)
+        finally:
+            return inc(a)  # swallows the IndexError
+    return 0
+
+
+def test_finally_returns_after_unmatched_exception_in_with():
+    assert_equivalent(finally_returns_after_unmatched_exception_in_with, 6, [])

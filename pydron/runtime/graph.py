@@ -254,9 +254,11 @@ class Graph:
         object.__setattr__(future, "_pd_error", error)
         object.__setattr__(future, "_pd_origin", origin)
         object.__setattr__(future, "_pd_state", FAILED)
-        self._outstanding.pop(id(future), None)
+        # Failures first: ``record`` reads both without the lock, and must never
+        # see a failed call in neither.
         if origin is future and not any(lo <= future._pd_seq <= hi for lo, hi in self._discarded):
             self._failures.append(future)
+        self._outstanding.pop(id(future), None)
         CONDITION.notify_all()
         return self._release_locked(future, origin)
 

@@ -77,7 +77,10 @@ def rewrite_code(code: types.CodeType) -> types.CodeType:
     bc.clear()
     bc.extend(new_items)
     try:
-        new_code = bc.to_code()
+        # The handlers' stack depths are the original ones (conserved at
+        # decoding; the inserted code leaves them alone): bytecode's own
+        # recomputation gets some wrong (a finally after an except in a with).
+        new_code = bc.to_code(compute_exception_stack_depths=False)
     except Exception as exc:  # noqa: BLE001 - reported with the function's location
         raise RewriteError(
             f"{code.co_filename}, line {code.co_firstlineno}: cannot rewrite "
