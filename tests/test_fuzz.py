@@ -79,9 +79,12 @@ def test_fuzz_programs(shard):
                                      HealthCheck.large_base_example, HealthCheck.filter_too_much])
     @given(programs())
     def run(program):
-        # a program already checked (hypothesis draws small ones more than
-        # once) does not count: max_examples distinct programs run
-        assume(program.source not in seen)
+        # a program already checked with the same arguments (hypothesis draws
+        # small ones more than once) does not count: max_examples distinct
+        # programs run; keyed by arguments too, so that a program that fails
+        # only with other arguments replays as a failure, not as flaky
+        key = (program.source, repr(program.args_list))
+        assume(key not in seen)
         note(f"program:\n{program.source}args: {program.args_list!r}")
         try:
             fuzzgen.check(program.source, program.args_list)
@@ -91,7 +94,7 @@ def test_fuzz_programs(shard):
             # a flaky replay (a failure that depends on timing).
             print(f"--- a program failed ---\n{message}", flush=True)
             raise AssertionError(message) from None
-        seen.add(program.source)
+        seen.add(key)
 
     run()
     print(f"shard {shard}: {len(seen)} distinct programs")
