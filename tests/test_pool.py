@@ -343,15 +343,13 @@ def test_local_module_function_runs_on_workers(localmod):
         p.shutdown()
 
 
-@pytest.mark.xfail(strict=True, raises=ModuleNotFoundError, reason=(
-    "protocol.dump_function pickles functions of importable modules by reference; "
-    "a worker that cannot import the module (started before sys.path changed, or "
-    "any ssh worker, which gets no sys.path) fails with ModuleNotFoundError"))
-def test_local_module_function_runs_on_workers_that_cannot_import_it(graph, localmod):
+def test_local_module_imported_after_the_pool_started_runs_on_workers(graph, localmod):
+    """The master's sys.path grew after the workers started: they get the new entries."""
     assert result(graph.submit(H.can_import, ("json",), {})) is True  # the pool is up
-    mod = localmod()  # only now, after the workers started
     assert result(graph.submit(H.can_import, (H.LOCALMOD_NAME,), {})) is False
-    assert result(graph.submit(mod.shifted, (5,), {})) == 1005
+    mod = localmod()  # only now, after the workers started
+    assert [result(graph.submit(mod.shifted, (i,), {})) for i in range(4)] == [1000, 1001, 1002, 1003]
+    assert result(graph.submit(H.can_import, (H.LOCALMOD_NAME,), {})) is True
 
 
 # ------------------------------------------------------------------ configuration

@@ -294,6 +294,29 @@ def test_users_own_modules_are_shipped(server, runnable, tmp_path, monkeypatch):
             sys.modules.pop(name, None)
 
 
+def test_modules_imported_after_the_pool_started_are_shipped(server, runnable, tmp_path, monkeypatch):
+    source = tmp_path / "src"
+    for name, text in LOCAL_PACKAGE.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    try:
+        pool = Pool(load_config(write_conf(tmp_path, key_entry(server))))
+        try:
+            graph = Graph(lambda: pool)
+            assert graph.submit(square, (3,), {})._pd_result() == 9  # up before the import
+            monkeypatch.syspath_prepend(str(source))
+            import pd_userpkg.shapes as shapes
+
+            point = graph.submit(shapes.make, (3, -4), {})
+            assert graph.submit(shapes.norm1, (point,), {})._pd_result() == 7
+            assert type(point._pd_result()) is shapes.Point
+        finally:
+            pool.shutdown()
+    finally:
+        for name in ("pd_userpkg", "pd_userpkg.shapes"):
+            sys.modules.pop(name, None)
+
+
 def test_default_tmp_dir_is_removed(server, runnable, tmp_path):
     entry = key_entry(server)
     del entry["tmp_dir"]

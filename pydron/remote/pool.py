@@ -38,6 +38,11 @@ class Worker:
         self.alive = True
         self.window = 1
         self.info: dict[str, Any] = {}
+        # What the worker can import from: the master's sys.path as last sent
+        # (local workers), or the files shipped so far (remote ones).
+        self.sys_path: list[str] | None = None
+        self.shipped: set[str] | None = None
+        self.modules_seen = 0  # len(sys.modules) when the shipment was last brought up to date
 
     def __repr__(self) -> str:
         return f"<Worker {self.label} inflight={len(self.inflight)} alive={self.alive}>"
@@ -98,6 +103,7 @@ class Pool:
                 "parent_pid": os.getpid() if local else None,
                 "label": label,
             }
+            modules_seen = len(sys.modules)
             if not local:  # the remote has only Python: send what the worker needs
                 from pydron.remote.ssh import shipment
 
@@ -117,6 +123,11 @@ class Pool:
             )
         worker = Worker(label, gateway, channel)
         worker.info = info
+        if local:
+            worker.sys_path = init["sys_path"]
+        else:
+            worker.shipped = set(init["ship"]["files"])
+            worker.modules_seen = modules_seen
         channel.setcallback(lambda message, w=worker: self._on_message(w, message), endmarker=_CLOSED)
         return worker
 
@@ -192,6 +203,8 @@ class Pool:
         if not messages:
             return
         try:
+            for update in _import_updates(worker):
+                worker.channel.send(update)
             worker.channel.send(("run", messages))
         except (OSError, EOFError, execnet.RemoteError, ValueError):
             self._worker_died(worker)
@@ -331,6 +344,31 @@ def _adapt_window(worker: Worker, seconds: float) -> None:
         worker.window = min(worker.window * 2, 128)
     elif seconds > 0.02:
         worker.window = 1
+
+
+def _import_updates(worker: Worker) -> list[tuple[str, Any]]:
+    """Messages that let ``worker`` import what the master imported since it started.
+
+    A function is pickled by reference when the master can import its module;
+    a local worker gets the master's newer sys.path entries, a remote one the
+    source of modules imported since (cheap to check: sys.modules grew).
+    """
+    if worker.sys_path is not None:
+        path = [p for p in sys.path if p]
+        if path == worker.sys_path:
+            return []
+        worker.sys_path = path
+        return [("path", path)]
+    if worker.shipped is None or len(sys.modules) == worker.modules_seen:
+        return []
+    from pydron.remote.ssh import local_modules
+
+    worker.modules_seen = len(sys.modules)
+    files = {name: text for name, text in local_modules().items() if name not in worker.shipped}
+    if not files:
+        return []
+    worker.shipped |= set(files)
+    return [("ship", files)]
 
 
 def _input_bytes(graph: Any, future: Any) -> bytes:

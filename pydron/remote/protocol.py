@@ -9,6 +9,10 @@ master -> worker
       user's modules the master imported); the worker writes them into a
       fresh directory under tmp_dir, imports from there and removes it when
       it ends
+    ("path", [...])                                the master's sys.path changed (local
+                                                   workers): add the new entries
+    ("ship", {"relative/path.py": source, ...})    modules the master imported since the
+                                                   last shipment (remote workers)
     ("run", [TASK, ...])                           a batch of tasks
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])

@@ -63,6 +63,24 @@ def _unpack(ship):
     return path
 
 
+def _update_imports(kind, body):
+    """The master imported more since this worker started: newer sys.path
+    entries (local workers), or the source of more modules (remote ones)."""
+    import importlib
+
+    if kind == "path":
+        for path in reversed(body):
+            if path not in sys.path:
+                sys.path.insert(0, path)
+    elif _SHIPPED:
+        for name, text in body.items():
+            target = os.path.join(_SHIPPED[0], *name.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w", encoding="utf-8") as handle:
+                handle.write(text)
+    importlib.invalidate_caches()
+
+
 def _remove_shipped():
     import shutil
 
@@ -134,6 +152,9 @@ def serve(channel):
         if kind == "stop":
             _remove_shipped()
             return
+        if kind in ("path", "ship"):
+            _update_imports(kind, body)
+            continue
         results = []
         flushed = time.perf_counter()
         for task in body:
