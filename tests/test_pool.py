@@ -265,6 +265,16 @@ def test_idle_worker_takes_a_waiting_task(graph):
     assert elapsed < 1.3, f"0.8 + 0.05 + 0.8 s on 2 workers took {elapsed:.2f} s"
 
 
+def test_long_tasks_spread_after_a_burst_of_short_ones(graph):
+    # Short tasks open a deep pipeline to each worker; a function not seen to
+    # be short must still not queue behind another long task.
+    for i in range(20):  # one at a time: each is seen to be short
+        assert result(graph.submit(H.add, (i, 1), {})) == i + 1
+    assert max(worker.window for worker in graph.pool.workers) > 2
+    elapsed = _timed(graph, [0.8, 0.05, 0.8])
+    assert elapsed < 1.3, f"0.8 + 0.05 + 0.8 s on 2 workers took {elapsed:.2f} s"
+
+
 # ------------------------------------------------------------------ where functions come from
 
 
@@ -388,3 +398,28 @@ def test_bad_config_through_the_graph_does_not_hang(bad_conf):
             g._outstanding.clear()
             CONDITION.notify_all()
     assert kind != "timeout", "Graph.sync() hangs after the pool could not start"
+
+
+def test_plain_arguments_take_the_standard_pickler():
+    """Numbers, strings, bytes and None skip cloudpickle (per-task cost); the
+    bytes decode to the same values, and anything else still goes through it."""
+    import pickle
+
+    from pydron.remote import protocol
+
+    args = (1, 2.5, 3j, True, "s", b"b", None)
+    data = protocol.dump_args(args, {}, {})
+    assert data == pickle.dumps((args, {}), protocol=pickle.HIGHEST_PROTOCOL)
+    assert pickle.loads(data) == (args, {})
+
+    class Sub(int):  # not a plain int: cloudpickle, by value (defined in a function)
+        pass
+
+    local = protocol.dump_args((Sub(4),), {}, {})
+    assert pickle.loads(local)[0][0] == 4 and type(pickle.loads(local)[0][0]).__name__ == "Sub"
+
+
+def test_plain_and_other_arguments_run_on_workers(graph):
+    assert result(graph.submit(H.echo, (1, "two", None, b"3", 4.5), {})) == \
+        ((1, "two", None, b"3", 4.5), {})
+    assert result(graph.submit(H.echo, ([1, 2],), {"k": (3,)})) == (([1, 2],), {"k": (3,)})

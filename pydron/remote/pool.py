@@ -67,6 +67,7 @@ class Pool:
         self._function_keys = iter(range(1, sys.maxsize))
         self._closed = False
         self._next_worker = 0  # round-robin among equally busy workers
+        self._short: dict[Any, bool] = {}  # function -> its last task was short
         self._start_workers()
         self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
         self._thread.start()
@@ -158,7 +159,7 @@ class Pool:
     def _dispatch_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and not (self._queue and self._free_worker()):
+                while not self._closed and not (self._queue and self._free_worker(self._queue[0][0])):
                     self._lock.wait()
                 if self._closed:
                     return
@@ -166,13 +167,19 @@ class Pool:
             for worker, batch in batches:
                 self._send(worker, batch)
 
-    def _free_worker(self) -> Worker | None:
-        """The least busy worker with room; ties go round the pool, so every worker gets work."""
+    def _free_worker(self, task: Any) -> Worker | None:
+        """The least busy worker with room; ties go round the pool, so every worker gets work.
+
+        Only a function seen to be short may queue behind other tasks on a
+        worker: a long one waits for a worker with nothing in flight, so that
+        two long tasks never queue on one worker while another is idle.
+        """
         best = None
         count = len(self._workers)
+        short = self._short.get(_key(task.fn), False)
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
-            if worker.alive and len(worker.inflight) < worker.window:
+            if worker.alive and len(worker.inflight) < (worker.window if short else 1):
                 if best is None or len(worker.inflight) < len(best.inflight):
                     best = worker
         return best
@@ -180,7 +187,7 @@ class Pool:
     def _assign_locked(self) -> list[tuple[Worker, list]]:
         batches: dict[Worker, list] = {}
         while self._queue:
-            worker = self._free_worker()
+            worker = self._free_worker(self._queue[0][0])
             if worker is None:
                 break
             task, graph = self._queue.popleft()
@@ -210,17 +217,19 @@ class Pool:
             self._worker_died(worker)
 
     def _encode(self, worker: Worker, task_id: int, task: Any, graph: Any) -> tuple:
-        key, fn_bytes = self._function(task.fn)
-        if key is not None and key in worker.functions_sent:
-            fn_bytes = None
-        elif key is not None:
-            worker.functions_sent.add(key)
         inputs = [_input_bytes(graph, future) for future in task.inputs]
         args = task.payload
         if isinstance(args, BaseException):
             raise args
         if args is None:
             args = protocol.dump_args(task.args, task.kwargs, task.slots)
+        key, fn_bytes = self._function(task.fn)
+        # Marked as sent only once nothing can fail: a task that is never sent
+        # must not leave the worker without the function (KeyError later).
+        if key is not None and key in worker.functions_sent:
+            fn_bytes = None
+        elif key is not None:
+            worker.functions_sent.add(key)
         return (task_id, key, fn_bytes, args, inputs)
 
     def _function(self, fn: Any) -> tuple[int | None, bytes]:
@@ -248,7 +257,11 @@ class Pool:
                 entry = worker.inflight.pop(task_id, None)
                 if entry is not None:
                     finished.append((entry, ok, data, remote_tb))
-                    _adapt_window(worker, now - entry[2])
+                    seconds = now - entry[2]
+                    _adapt_window(worker, seconds)
+                    if len(self._short) > 10_000:
+                        self._short.clear()
+                    self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS
             self._lock.notify()
         for (task, graph, _), ok, data, remote_tb in finished:
             if ok:
@@ -334,16 +347,29 @@ def _release(specs: Sequence[Any]) -> BaseException | None:
     return first
 
 
+# A task is short below this (seconds): short tasks need a deep pipeline.
+SHORT_SECONDS = 0.005
+
+
 def _adapt_window(worker: Worker, seconds: float) -> None:
     """Many tasks in flight when they are short, one at a time when they are long.
 
     One at a time keeps long tasks from queueing behind each other on one
     worker while another is idle; short tasks need a deep pipeline instead.
     """
-    if seconds < 0.005:
+    if seconds < SHORT_SECONDS:
         worker.window = min(worker.window * 2, 128)
     elif seconds > 0.02:
         worker.window = 1
+
+
+def _key(fn: Any) -> Any:
+    """``fn`` as a dict key (a bound method of an unhashable object: its function)."""
+    try:
+        hash(fn)
+        return fn
+    except TypeError:
+        return getattr(fn, "__func__", id(fn))
 
 
 def _import_updates(worker: Worker) -> list[tuple[str, Any]]:

@@ -88,7 +88,12 @@ def _remove_shipped():
         shutil.rmtree(_SHIPPED.pop(), ignore_errors=True)
 
 
+_PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
 def _dumps(value):
+    if type(value) in _PLAIN:  # the standard pickler, ~10x faster for these
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     import cloudpickle
 
     return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)

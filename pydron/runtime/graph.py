@@ -39,6 +39,9 @@ def set_current_graph(graph: "Graph | None") -> "Graph | None":
     return previous
 
 
+_PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
+
 @dataclass(eq=False)
 class Task:
     """One functional call: what to run, and the futures its arguments hold."""
@@ -56,7 +59,9 @@ class Task:
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
         """A task whose inputs are the newest versions of the futures in its arguments."""
         task = cls(future, fn, args, kwargs)
-        for found in find_futures((args, kwargs)) if (args or kwargs) else ():
+        if not kwargs and all(type(arg) in _PLAIN for arg in args):
+            return task  # no future can hide in plain numbers and strings
+        for found in find_futures((args, kwargs)):
             if id(found) in task.slots:
                 continue
             newest = latest(found)
