@@ -36,6 +36,7 @@ from typing import Any
 import cloudpickle
 
 from pydron.runtime.future import Future
+from pydron.runtime.resolve import PLAIN_TYPES
 
 
 class _ArgsPickler(cloudpickle.Pickler):
@@ -51,14 +52,10 @@ class _ArgsPickler(cloudpickle.Pickler):
         return None
 
 
-# Argument types the standard pickler handles exactly as cloudpickle does.
-_PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
-
-
 def dump_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> bytes:
     """Pickle a task's arguments; ``slots`` maps id(future) to its input index."""
     if not slots:
-        if not kwargs and all(type(arg) in _PLAIN for arg in args):
+        if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
             return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # ~10x faster
         return cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     buffer = io.BytesIO()

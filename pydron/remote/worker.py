@@ -88,6 +88,7 @@ def _remove_shipped():
         shutil.rmtree(_SHIPPED.pop(), ignore_errors=True)
 
 
+# resolve.PLAIN_TYPES (this module imports nothing from pydron: see above).
 _PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 

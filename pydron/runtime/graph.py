@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from pydron.runtime.future import (CONDITION, DONE, FAILED, PENDING, Future, _MISSING,
                                    inplace_special, latest, mutable_in_place)
-from pydron.runtime.resolve import find_futures, resolve_deep, snapshot, substitute
+from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
 class _Threads(threading.local):
@@ -39,9 +39,6 @@ def set_current_graph(graph: "Graph | None") -> "Graph | None":
     return previous
 
 
-_PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
-
-
 @dataclass(eq=False)
 class Task:
     """One functional call: what to run, and the futures its arguments hold."""
@@ -59,7 +56,7 @@ class Task:
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
         """A task whose inputs are the newest versions of the futures in its arguments."""
         task = cls(future, fn, args, kwargs)
-        if not kwargs and all(type(arg) in _PLAIN for arg in args):
+        if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
             return task  # no future can hide in plain numbers and strings
         for found in find_futures((args, kwargs)):
             if id(found) in task.slots:

@@ -12,6 +12,10 @@ from pydron.runtime.future import Future
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
+# Values that hold no future and pickle the same with the standard pickler as
+# with cloudpickle (exact types: a subclass may be defined in ``__main__``).
+PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
+
 
 def find_futures(obj: Any) -> list[Future]:
     """Every future reachable from ``obj`` through built-in containers, as found."""
