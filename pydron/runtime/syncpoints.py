@@ -441,6 +441,20 @@ INPLACE = {13 + i: _inplace(op) for i, op in enumerate(_INPLACE_OPS)}
 # The same inside a try/with block whose calls overlap.
 INPLACE_JOURNALED = {13 + i: _inplace(op, journaled=True) for i, op in enumerate(_INPLACE_OPS)}
 
+
+def rebound_builtin(name: str, where: str) -> Callable[[Any], Any]:
+    """The guard of a builtin the tracer relied on (``for i in range(n)`` typed as ints).
+
+    The rewritten code calls it with the value the name holds at run time when
+    that is not the builtin any more: running the typed code would be wrong.
+    """
+    def rebound(value: Any) -> Any:
+        raise TypeError(f"pydron: {name} was rebound after @schedule compiled {where}")
+
+    rebound.__name__ = rebound.__qualname__ = f"{name}_rebound"
+    return rebound
+
+
 # Callables that look at their caller's frame: a routed call would show them ours.
 FRAME_SENSITIVE = frozenset({
     "locals", "vars", "dir", "eval", "exec", "super", "globals", "breakpoint",

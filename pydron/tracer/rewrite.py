@@ -3,8 +3,9 @@
 Calls go through ``route`` (inserted where the callable is produced, so the
 interpreter's own call instruction stays as it was); attribute and item
 stores, in-place operators, ``is`` and stores that publish a value go through
-the helpers of ``pydron.runtime.syncpoints``. Inside try and with blocks,
-calls use ``route_protected``, and entering such a block is a sync point.
+the helpers of ``pydron.runtime.syncpoints``, except in-place operators on
+values that ``natives`` proves to be immutable builtins. Inside try and with
+blocks, calls use ``route_protected``, and entering such a block is a sync point.
 Everything that depends on the CPython version is in ``versions``.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 from pydron.runtime import purity
 from pydron.runtime.future import Future
 from pydron.runtime import syncpoints as sp
+from pydron.tracer.natives import find_natives
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
@@ -46,6 +48,10 @@ class Plan:
     local_builds: set[int] = field(default_factory=set)  # containers that become local variables
     overlap: Overlap = field(default_factory=Overlap)  # try/with blocks whose calls overlap
     settle_after: set[int] = field(default_factory=set)
+    # In-place operators on values known to be immutable builtins: emitted as they are.
+    native_inplace: set[int] = field(default_factory=set)
+    # ``range`` loads whose loops were typed -> the helper that raises if it was rebound.
+    range_guards: dict[int, Any] = field(default_factory=dict)
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -61,8 +67,12 @@ def code_kind(code: types.CodeType) -> str | None:
     return "function"
 
 
-def rewrite_code(code: types.CodeType) -> types.CodeType:
-    """The rewritten copy of ``code`` (and of the functions defined inside it)."""
+def rewrite_code(code: types.CodeType, namespace: dict | None = None) -> types.CodeType:
+    """The rewritten copy of ``code`` (and of the functions defined inside it).
+
+    ``namespace``: the function's globals, if known; only then can a loop over
+    ``range`` be known to yield ints (``natives``).
+    """
     spec = current_spec()
     try:
         bc = Bytecode.from_code(code, conserve_exception_block_stackdepth=True)
@@ -73,7 +83,8 @@ def rewrite_code(code: types.CodeType) -> types.CodeType:
             f"{code.co_filename}, line {code.co_firstlineno}: cannot analyse "
             f"{code.co_qualname}: {exc}") from None
     plan = analyse(items, flow, spec, code_kind(code))
-    new_items = _emit(items, plan, spec, code_kind(code) == "generator")
+    _plan_natives(code, items, flow, spec, plan, namespace)
+    new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace)
     bc.clear()
     bc.extend(new_items)
     try:
@@ -208,6 +219,22 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     return plan
 
 
+def _plan_natives(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec311, plan: Plan,
+                  namespace: dict | None) -> None:
+    """Find the in-place operators whose target and operand are immutable builtins.
+
+    Those run as the plain instruction. The ``range`` loads their proof relies
+    on get a run-time guard.
+    """
+    natives = find_natives(items, flow, spec, code, namespace, set(plan.wraps))
+    if any(_native_builtin(items[index]) is not builtins.range for index in natives.guards):
+        return  # no identity test to guard with: type nothing
+    plan.native_inplace = natives.inplace
+    for index in natives.guards:
+        where = f"{code.co_qualname} ({code.co_filename}, line {items[index].location.lineno})"
+        plan.range_guards[index] = sp.rebound_builtin("range", where)
+
+
 def _producer_ok(items: list[Any], producer: tuple, spec: Spec311, plan: Plan) -> bool:
     if producer[0] == "handler":
         return False
@@ -243,7 +270,8 @@ def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
             Instr("POP_TOP", location=location)]
 
 
-def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[Any]:
+def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
+          namespace: dict | None = None) -> list[Any]:
     out: list[Any] = []
     wrapped_outputs: dict[int, dict[int, bool]] = {}
     for (index, output), protected in plan.wraps.items():
@@ -310,6 +338,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
                 journaled = generator or index in plan.overlap.items
                 route = sp.route_journaled if journaled else sp.route
             wrap = _helper_on_top(route, spec, location)
+            if index in plan.range_guards:
+                # Loops over this call were typed: anything but the builtin is an error.
+                wrap = _helper_on_top(plan.range_guards[index], spec, location)
             native = _native_builtin(item)
             if native is not None:
                 # The builtin itself needs no routing: test for it without a call.
@@ -330,10 +361,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> list[
                 if 1 in outputs:
                     out.extend(wrap)
             else:
-                out.append(_nested(item))
+                out.append(_nested(item, namespace))
                 out.extend(wrap)
             continue
-        out.extend(_statement(item, spec, generator, journaled=generator or index in plan.overlap.items))
+        if index in plan.native_inplace:
+            out.append(item)  # immutable builtins: rebound, never shared, never futures
+        else:
+            out.extend(_statement(item, spec, generator, namespace=namespace,
+                                  journaled=generator or index in plan.overlap.items))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
@@ -356,14 +391,15 @@ def _first_instr_after(items: list[Any], index: int) -> int | None:
     return None
 
 
-def _nested(item: Instr) -> Instr:
-    """Functions, lambdas and comprehensions defined inside are rewritten too."""
+def _nested(item: Instr, namespace: dict | None) -> Instr:
+    """Functions, lambdas and comprehensions defined inside are rewritten too (same globals)."""
     if item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
-        return Instr("LOAD_CONST", rewrite_code(item.arg), location=item.location)
+        return Instr("LOAD_CONST", rewrite_code(item.arg, namespace), location=item.location)
     return item
 
 
-def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = False) -> list[Instr]:
+def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = False,
+               namespace: dict | None = None) -> list[Instr]:
     """The rewritten form of one instruction; ``journaled``: inside a try/with
     block whose calls overlap, changes to local containers can be undone."""
     name, location = item.name, item.location
@@ -439,4 +475,4 @@ def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = Fa
     if name == "YIELD_VALUE" and generator:
         return [*_helper_on_top(sp.resolve_yield, spec, location), item]
 
-    return [_nested(item)]
+    return [_nested(item, namespace)]
