@@ -27,7 +27,8 @@ def schedule(fn: F) -> F:
         raise TypeError(f"@pydron.schedule does not support async functions: "
                         f"{fn.__qualname__} ({where})")
     rewritten = types.FunctionType(
-        rewrite_code(fn.__code__), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__
+        rewrite_code(fn.__code__, fn.__globals__), fn.__globals__, fn.__name__, fn.__defaults__,
+        fn.__closure__
     )
     rewritten.__kwdefaults__ = fn.__kwdefaults__
     rewritten.__qualname__ = fn.__qualname__

@@ -420,11 +420,6 @@ def glue(n):
     return total
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known gap: an in-place operator in rewritten code tests its target's type "
-    "before taking the interpreter's own path (rewrite.py, spec.is_inplace), which "
-    "costs ~1.5-1.7x on this two-operator loop (was 3-9.5x with a helper call per "
-    "operator); below 1.5x needs a static proof that the target is never shared"))
 def test_glue_overhead_is_small():
     scheduled = pydron.schedule(glue)
     assert scheduled(1000) == glue(1000)

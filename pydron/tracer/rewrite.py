@@ -324,6 +324,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         last_falls_through = not item.is_final()
         last_name = item.name
         location = item.location
+        # Changes to local containers can be undone: inside a try/with block whose
+        # calls overlap, and in generators (such a block may be iterating one).
+        journaled = generator or index in plan.overlap.items
         if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
             out.extend(_sync_statement(spec, location))
         if index in plan.overlap.reconcile:
@@ -334,8 +337,6 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             if protected:
                 route = sp.route_protected
             else:
-                # A generator may run while a try/with block iterates it.
-                journaled = generator or index in plan.overlap.items
                 route = sp.route_journaled if journaled else sp.route
             wrap = _helper_on_top(route, spec, location)
             if index in plan.range_guards:
@@ -368,7 +369,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             out.append(item)  # immutable builtins: rebound, never shared, never futures
         else:
             out.extend(_statement(item, spec, generator, namespace=namespace,
-                                  journaled=generator or index in plan.overlap.items))
+                                  journaled=journaled))
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
