@@ -6,8 +6,7 @@ the analysis calls native (and, as important, which it does not), the
 run-time guard of ``range``, and differentially that typed loops, mixed with
 functional calls, still behave as the plain function.
 
-``pydron.schedule`` does not hand the function's globals to the tracer yet;
-``typed`` rewrites the function with them (as ``schedule`` would) so that the
+``pydron.schedule`` hands the function's globals to the tracer, so that its
 loops over ``range`` are typed.
 """
 from __future__ import annotations
@@ -30,10 +29,8 @@ SCHEDULE = pydron.schedule
 
 
 def typed(fn):
-    """``pydron.schedule(fn)``, rewritten knowing ``fn``'s globals."""
-    wrapper = SCHEDULE(fn)
-    getattr(wrapper, "__pydron_schedule__").__code__ = rewrite_code(fn.__code__, fn.__globals__)
-    return wrapper
+    """``pydron.schedule(fn)``: rewritten knowing ``fn``'s globals."""
+    return SCHEDULE(fn)
 
 
 def analysed(fn, namespace=None):
