@@ -170,6 +170,6 @@ def test_every_function_of_large_modules_rewrites(module_name):
     for fn in _functions(module, module_name, set()):
         if code_kind(fn.__code__) is None:
             continue
-        rewrite_code(fn.__code__)
+        rewrite_code(fn.__code__, fn.__globals__)  # as schedule does: range loops typed too
         count += 1
     assert count >= 5
