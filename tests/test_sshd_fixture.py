@@ -1,5 +1,6 @@
 """The ``sshd`` fixture runs a real OpenSSH server that ssh can log in to."""
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -103,10 +104,19 @@ def test_sessions_are_tagged_and_leftovers_are_seen(sshd):
     # A process that outlives its session is a leftover...
     result = run(sshd.ssh_command("setsid sleep 300 </dev/null >/dev/null 2>&1 &"))
     assert result.returncode == 0, result.stderr
-    leftovers = sshd.leftover_processes(timeout=0.5)
-    assert len(leftovers) == 1 and "sleep 300" in leftovers[0]
-    pid = int(leftovers[0].split()[0])
-    os.kill(pid, 9)
+    # The detached process may still be forking when the session ends: look
+    # until it shows up (a busy machine can take a while), then end it.
+    deadline = time.monotonic() + 10
+    leftovers = sshd.leftover_processes(timeout=0)
+    while not any("sleep 300" in line for line in leftovers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leftovers = sshd.leftover_processes(timeout=0)
+    try:
+        assert len(leftovers) == 1 and "sleep 300" in leftovers[0], leftovers
+    finally:
+        for line in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(line.split()[0]), 9)
     # ...and is gone once killed.
     assert sshd.leftover_processes() == []
 
