@@ -45,9 +45,9 @@ class Future:
         object.__setattr__(self, "_pd_label", label)
         object.__setattr__(self, "_pd_worker", None)
         # Set when ``self += x`` was applied to a copy of this value: if the
-        # value turns out to be mutable in place (it has ``_pd_inplace_op``,
-        # e.g. ``__iadd__``), later readers see that copy, as they would see
-        # the mutated object sequentially; an int or a str stays as it was.
+        # value turns out to be mutable in place by ``_pd_inplace_op`` (e.g.
+        # operator.iadd on a list), later readers see that copy, as they would
+        # see the mutated object sequentially; an int or a str stays as it was.
         object.__setattr__(self, "_pd_mutated_by", None)
         object.__setattr__(self, "_pd_inplace_op", None)
 
@@ -229,7 +229,7 @@ def latest(future: Future) -> Future:
         if future._pd_state is not DONE:
             return future  # failed: whoever reads it raises that failure
         value = future._pd_graph.value_of(future)
-        if getattr(type(value), future._pd_inplace_op, None) is None:
+        if not mutable_in_place(value, future._pd_inplace_op):
             object.__setattr__(future, "_pd_mutated_by", None)  # immutable: rebound, not updated
             return future
         future = future._pd_mutated_by

@@ -15,8 +15,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydron.runtime.future import (CONDITION, DONE, FAILED, PENDING, Future, _MISSING,
-                                   inplace_special, latest, mutable_in_place)
+from pydron.runtime.future import (CONDITION, DONE, FAILED, PENDING, Future, _MISSING, latest,
+                                   mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
@@ -184,7 +184,7 @@ class Graph:
         apply.__name__ = op.__name__
         result = self._next(user_site(), op.__name__)
         task = Task.make(result, apply, (target, snapshot(other)), {})
-        object.__setattr__(target, "_pd_inplace_op", inplace_special(op))
+        object.__setattr__(target, "_pd_inplace_op", op)
         object.__setattr__(target, "_pd_mutated_by", result)
         self._start(task, self._run_local)
         return result

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any, Callable
 
 from pydron.functional import MARK
-from pydron.runtime.future import Future, _defer
+from pydron.runtime.future import Future, _defer, inplace_special
 from pydron.runtime.graph import Graph, current_graph, set_current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.graph import _inline_codes
@@ -400,7 +400,7 @@ def is_not(a: Any, b: Any) -> bool:
 
 
 def _inplace(op: Callable[[Any, Any], Any], journaled: bool = False) -> Callable[[Any, Any], Any]:
-    special = "__" + op.__name__ + "__"
+    special = inplace_special(op)
 
     def inplace(target: Any, other: Any) -> Any:
         # Futures and immutable values are rebound, never mutated; local
