@@ -16,6 +16,7 @@ from bytecode import Bytecode, Instr, Label, TryBegin
 from pydron.functional import is_functional
 from pydron.runtime import purity
 from pydron.runtime.syncpoints import SCHEDULE_MARK
+from pydron.tracer.regions import stored_names
 from pydron.tracer.rewrite import analyse, code_kind
 from pydron.tracer.stack import simulate
 from pydron.tracer.versions import current_spec
@@ -100,25 +101,14 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
               and _starts_try(items, plan, index)):
             seen_protected_lines.add(line)
             findings.append(Finding(line, f"entering a `try` block: a sync point; {_block_calls(items, plan, index)}", True))
-        elif index in plan.overlap.sync_before and item.name in HANDLER_READS:
-            # Once per iteration inside a loop; after a comprehension's loop, once.
+        elif index in plan.overlap.sync_before and (stored := stored_names(item)):
+            # A store the handler may read (regions.py). Once per iteration
+            # inside a loop; after a comprehension's loop, once.
             in_loop = any(start < index < end for start, end in loop_spans)
-            findings.append(Finding(line, f"storing `{_names(item)}`, which the handler may read: "
-                                          f"waits for the block's calls first", in_loop))
+            findings.append(Finding(line, f"storing `{'`, `'.join(stored)}`, which the handler may "
+                                          f"read: waits for the block's calls first", in_loop))
         elif item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
             _explain_code(item.arg, namespace, findings, loops)
-
-
-# Stores that wait for the calls of an overlapping try/with block (regions.py).
-HANDLER_READS = ("STORE_FAST", "DELETE_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST",
-                 "LOAD_FAST_AND_CLEAR")
-
-
-def _names(item: Instr) -> str:
-    arg = item.arg if isinstance(item.arg, tuple) else (item.arg,)
-    if item.name == "STORE_FAST_LOAD_FAST":
-        arg = arg[:1]
-    return "`, `".join(str(getattr(a, "name", a)) for a in arg)
 
 
 def _starts_try(items: list[Any], plan: Any, index: int) -> bool:

@@ -66,6 +66,11 @@ def _use_def(instr: Instr) -> tuple[set[str], set[str]]:
     return uses, defs
 
 
+def stored_names(instr: Instr) -> list[str]:
+    """The local variables ``instr`` stores or deletes, sorted (empty for most)."""
+    return sorted(_use_def(instr)[1])
+
+
 def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overlap:
     """The protected instructions whose block may overlap its calls, and where to settle them."""
     labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}
