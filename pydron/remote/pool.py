@@ -404,9 +404,11 @@ def _input_bytes(graph: Any, future: Any) -> bytes:
     have changed it (``r.append(x)`` after a sync point): it is pickled as it
     is now, never taken from the bytes the worker sent.
     """
-    if future._pd_value is not _MISSING:
-        return protocol.dump_value(future._pd_value)
-    return future._pd_bytes
+    data = future._pd_bytes  # read first: the graph drops the bytes once it has the value
+    value = future._pd_value
+    if value is not _MISSING:
+        return protocol.dump_value(value)
+    return data
 
 
 def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseException:

@@ -7,7 +7,9 @@ task issued before them.
 """
 from __future__ import annotations
 
+import collections
 import copy
+import heapq
 import pickle
 import sys
 import threading
@@ -58,13 +60,14 @@ class Task:
         task = cls(future, fn, args, kwargs)
         if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
             return task  # no future can hide in plain numbers and strings
+        positions: dict[int, int] = {}  # id(input) -> its index in task.inputs
         for found in find_futures((args, kwargs)):
             if id(found) in task.slots:
                 continue
             newest = latest(found)
-            index = next((i for i, f in enumerate(task.inputs) if f is newest), None)
+            index = positions.get(id(newest))
             if index is None:
-                index = len(task.inputs)
+                index = positions[id(newest)] = len(task.inputs)
                 task.inputs.append(newest)
             task.slots[id(found)] = index
         return task
@@ -104,7 +107,11 @@ class Graph:
         self._pool_getter = pool_getter
         self._pool = None
         self._seq = 0
-        self._outstanding: dict[int, Future] = {}  # futures hash by value: key by id
+        self._outstanding: dict[int, Future] = {}  # seq -> future not finished yet
+        self._outstanding_seqs: list[int] = []  # a heap of their seqs (finished ones popped lazily)
+        # Deferred operations whose inputs are known, run by the schedule
+        # function's thread: the thread that receives results runs no user code.
+        self._local_ready: collections.deque[Task] = collections.deque()
         self._failures: list[Future] = []
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
         self._raised_tb: dict[int, types.TracebackType] = {}
@@ -120,6 +127,7 @@ class Graph:
         self._journal: list[tuple[int, Callable[[], None]]] = []
         # > 0 while a function called from such a block runs inline.
         self.journaling = 0
+        self._load_lock = threading.Lock()
 
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
@@ -193,7 +201,8 @@ class Graph:
         future = task.future
         object.__setattr__(future, "_pd_worker", run)
         with CONDITION:
-            self._outstanding[id(future)] = future
+            self._outstanding[future._pd_seq] = future
+            heapq.heappush(self._outstanding_seqs, future._pd_seq)
             failed = None
             for dep in task.inputs:
                 if dep._pd_state is PENDING:
@@ -209,7 +218,7 @@ class Graph:
                 return
             ready = task.waiting == 0
         if ready:
-            run(task)
+            run(task)  # this is the schedule function's thread: a deferred operation may run here
 
     # -- running ----------------------------------------------------------
     def _dispatch_remote(self, task: Task) -> None:
@@ -236,7 +245,12 @@ class Graph:
 
     def finish(self, future: Future, ok: bool, value: Any = _MISSING,
                payload: bytes | None = None, error: BaseException | None = None) -> None:
-        """Record a task's outcome and start the tasks that were waiting for it."""
+        """Record a task's outcome and start the tasks that were waiting for it.
+
+        Called on any thread. Remote tasks that become ready are queued for
+        the pool; deferred operations wait for the schedule function's thread
+        (``run_local_ready``), so that no user code runs here.
+        """
         with CONDITION:
             if future._pd_state is not PENDING:
                 return
@@ -244,50 +258,88 @@ class Graph:
                 object.__setattr__(future, "_pd_value", value)
                 object.__setattr__(future, "_pd_bytes", payload)
                 object.__setattr__(future, "_pd_state", DONE)
-                self._outstanding.pop(id(future), None)
-                ready, failed_deps = self._release_locked(future, None)
+                self._outstanding.pop(future._pd_seq, None)
+                ready = self._release_locked(future, None)
             else:
-                ready, failed_deps = self._fail_locked(future, future, error)
+                ready = self._fail_locked(future, future, error)
             CONDITION.notify_all()
+        self._run_ready(ready)
+
+    def _run_ready(self, ready: list[Task]) -> None:
         for task in ready:
-            task.future._pd_worker(task)
+            if task.future._pd_worker == self._run_local:
+                self._local_ready.append(task)
+            else:
+                task.future._pd_worker(task)
 
-    def _fail_locked(self, future: Future, origin: Future, error: BaseException | None):
-        object.__setattr__(future, "_pd_error", error)
-        object.__setattr__(future, "_pd_origin", origin)
-        object.__setattr__(future, "_pd_state", FAILED)
-        # Failures first: ``record`` reads both without the lock, and must never
-        # see a failed call in neither.
-        if origin is future and not any(lo <= future._pd_seq <= hi for lo, hi in self._discarded):
-            self._failures.append(future)
-        self._outstanding.pop(id(future), None)
+    def run_local_ready(self) -> None:
+        """Run the deferred operations whose inputs are known (the schedule thread only)."""
+        queue = self._local_ready
+        while queue:
+            self._run_local(queue.popleft())
+
+    def _fail_locked(self, future: Future, origin: Future, error: BaseException | None) -> list[Task]:
+        """Fail ``future`` and, transitively, every task waiting for it (no recursion)."""
+        failing = [(future, error)]
+        while failing:
+            current, current_error = failing.pop()
+            object.__setattr__(current, "_pd_error", current_error)
+            object.__setattr__(current, "_pd_origin", origin)
+            object.__setattr__(current, "_pd_state", FAILED)
+            # Failures first: ``record`` reads both without the lock, and must never
+            # see a failed call in neither.
+            if current is origin and not any(lo <= current._pd_seq <= hi for lo, hi in self._discarded):
+                self._failures.append(current)
+            self._outstanding.pop(current._pd_seq, None)
+            dependents = current._pd_dependents
+            object.__setattr__(current, "_pd_dependents", None)
+            for task in dependents or ():
+                if task.future._pd_state is PENDING:
+                    failing.append((task.future, None))
         CONDITION.notify_all()
-        return self._release_locked(future, origin)
+        return []  # failing starts nothing
 
-    def _release_locked(self, future: Future, failed_origin: Future | None):
+    def _release_locked(self, future: Future, failed_origin: Future | None) -> list[Task]:
         ready: list[Task] = []
         dependents = future._pd_dependents
         object.__setattr__(future, "_pd_dependents", None)
         for task in dependents or ():
             if task.future._pd_state is not PENDING:
                 continue
-            if failed_origin is not None:
-                more, _ = self._fail_locked(task.future, failed_origin, None)
-                ready.extend(more)
-                continue
             task.waiting -= 1
             if task.waiting == 0:
                 ready.append(task)
-        return ready, None
+        return ready
 
     # -- waiting ----------------------------------------------------------
-    def wait_for(self, future: Future) -> None:
-        """Block until ``future`` is no longer pending, watching the workers."""
-        with CONDITION:
-            while future._pd_state is PENDING:
-                CONDITION.wait(0.5)
-                if future._pd_state is PENDING:
+    def _wait(self, done: Callable[[], bool]) -> None:
+        """Block until ``done()``, running ready deferred operations and watching the workers."""
+        while True:
+            self.run_local_ready()
+            with CONDITION:
+                if done():
+                    return
+                if not self._local_ready:
+                    CONDITION.wait(0.5)
+                if done():
+                    return
+                if not self._local_ready:
                     self._check_liveness_locked()
+
+    def wait_for(self, future: Future) -> None:
+        """Block until ``future`` is no longer pending."""
+        if future._pd_state is PENDING:
+            self._wait(lambda: future._pd_state is not PENDING)
+
+    def _lowest_outstanding(self) -> int | None:
+        """The smallest seq still outstanding (finished ones leave the heap here)."""
+        heap = self._outstanding_seqs
+        while heap and heap[0] not in self._outstanding:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def _nothing_outstanding(self) -> bool:
+        return not self._outstanding
 
     def _check_liveness_locked(self) -> None:
         pool = self._pool
@@ -300,12 +352,8 @@ class Graph:
 
     def sync(self) -> None:
         """A sync point: every issued task has finished; raise the earliest failure."""
-        if self._outstanding:
-            with CONDITION:
-                while self._outstanding:
-                    CONDITION.wait(0.5)
-                    if self._outstanding:
-                        self._check_liveness_locked()
+        if self._outstanding or self._local_ready:
+            self._wait(self._nothing_outstanding)
         if self._failures:
             self._raise_earliest()
         self._journal.clear()  # every call so far succeeded: nothing to take back
@@ -317,10 +365,12 @@ class Graph:
         have failed too, and the earliest failure wins.
         """
         origin = future._pd_origin
-        with CONDITION:
-            while any(f._pd_seq < origin._pd_seq for f in self._outstanding.values()):
-                CONDITION.wait(0.5)
-                self._check_liveness_locked()
+
+        def earlier_finished() -> bool:
+            lowest = self._lowest_outstanding()
+            return lowest is None or lowest > origin._pd_seq
+
+        self._wait(earlier_finished)
         earlier = [f for f in self._failures if f._pd_seq < origin._pd_seq]
         if earlier:
             self._raise_earliest()
@@ -356,11 +406,7 @@ class Graph:
         """
         if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             return error
-        with CONDITION:
-            while self._outstanding:
-                CONDITION.wait(0.5)
-                if self._outstanding:
-                    self._check_liveness_locked()
+        self._wait(self._nothing_outstanding)
         cutoff = self._raised.get(id(error), self._seq + 1)
         if self._failures:
             earliest = min(self._failures, key=lambda f: f._pd_seq)
@@ -401,9 +447,13 @@ class Graph:
         return bool(self._failures)
 
     def load_value(self, future: Future) -> Any:
-        """The value of a finished remote task, unpickled on first use."""
-        value = pickle.loads(future._pd_bytes)
-        object.__setattr__(future, "_pd_value", value)
+        """The value of a finished remote task, unpickled on first use (one object per value)."""
+        with self._load_lock:
+            value = future._pd_value
+            if value is _MISSING:
+                value = pickle.loads(future._pd_bytes)
+                object.__setattr__(future, "_pd_value", value)
+                object.__setattr__(future, "_pd_bytes", None)
         return value
 
 

@@ -1,44 +1,59 @@
 """Finding and resolving futures inside values.
 
 Futures only travel in the containers that a schedule function builds itself
-(tuples, lists, dicts, sets): everything else that leaves the function is
-resolved first. So a deep walk of those built-in containers finds them all.
+(tuples, lists, dicts, sets, slices): everything else that leaves the
+function is resolved first. So a walk of those built-in containers finds them
+all. Every walk here is iterative, so a value nested thousands of levels deep
+costs no recursion, and each container is visited once (shared and cyclic
+containers included).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from pydron.runtime.future import Future
 
-_CONTAINERS = (list, tuple, dict, set, frozenset)
+_CONTAINERS = frozenset({list, tuple, dict, set, frozenset, slice})
+# Containers updated in place when resolved, so that their identity is kept.
+_MUTABLE = frozenset({list, dict, set})
 
 # Values that hold no future and pickle the same with the standard pickler as
 # with cloudpickle (exact types: a subclass may be defined in ``__main__``).
 PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
+def _children(obj: Any) -> list:
+    kind = type(obj)
+    if kind is dict:
+        flat: list = []
+        for key, value in obj.items():
+            flat.append(key)
+            flat.append(value)
+        return flat
+    if kind is slice:
+        return [obj.start, obj.stop, obj.step]
+    return list(obj)
+
+
 def find_futures(obj: Any) -> list[Future]:
     """Every future reachable from ``obj`` through built-in containers, as found."""
-    found: list[Future] = []
-    _find(obj, found, set())
-    return found
-
-
-def _find(obj: Any, found: list[Future], seen: set[int]) -> None:
     kind = type(obj)
     if kind is Future:
-        found.append(obj)
-        return
-    if kind not in _CONTAINERS or id(obj) in seen:
-        return
-    seen.add(id(obj))
-    if kind is dict:
-        for key, value in obj.items():
-            _find(key, found, seen)
-            _find(value, found, seen)
-    else:
-        for item in obj:
-            _find(item, found, seen)
+        return [obj]
+    if kind not in _CONTAINERS:
+        return []
+    found: list[Future] = []
+    seen = {id(obj)}
+    stack = [obj]
+    while stack:
+        for child in _children(stack.pop()):
+            ckind = type(child)
+            if ckind is Future:
+                found.append(child)
+            elif ckind in _CONTAINERS and id(child) not in seen:
+                seen.add(id(child))
+                stack.append(child)
+    return found
 
 
 def contains_future(obj: Any) -> bool:
@@ -55,61 +70,20 @@ def resolve_deep(obj: Any, escaping: dict[int, Any] | None = None) -> Any:
     """``obj`` with every future replaced by its value, waiting as needed.
 
     Lists, dicts and sets are updated in place, so that an object the user
-    holds keeps its identity; tuples and frozensets are rebuilt. With
+    holds keeps its identity; tuples, frozensets and slices are rebuilt. With
     ``escaping`` (a graph's local containers), every container reached is
     leaving the schedule function and is no longer local.
     """
     kind = type(obj)
     if kind is Future:
-        obj = obj._pd_result()
-        kind = type(obj)
+        return obj._pd_result()  # a task's value never holds a future
     if kind not in _CONTAINERS:
         return obj
-    return _resolve(obj, {}, escaping)
+    return _walk(obj, _result_of, True, escaping)
 
 
-def _resolve(obj: Any, memo: dict[int, Any], escaping: dict[int, Any] | None = None) -> Any:
-    kind = type(obj)
-    if kind is Future:
-        return _resolve(obj._pd_result(), memo, escaping)
-    if kind not in _CONTAINERS:
-        return obj
-    key = id(obj)
-    if key in memo:
-        return memo[key]
-    if escaping:
-        escaping.pop(key, None)
-    if kind is list:
-        memo[key] = obj
-        for index, item in enumerate(obj):
-            if type(item) in _CONTAINERS or type(item) is Future:
-                new = _resolve(item, memo, escaping)
-                if new is not item:
-                    obj[index] = new
-        return obj
-    if kind is dict:
-        memo[key] = obj
-        items = list(obj.items())
-        resolved = [(_resolve(k, memo, escaping), _resolve(v, memo, escaping)) for k, v in items]
-        if any(k1 is not k2 or v1 is not v2 for (k1, v1), (k2, v2) in zip(items, resolved)):
-            obj.clear()
-            obj.update(resolved)
-        return obj
-    if kind is set:
-        memo[key] = obj
-        items = list(obj)
-        resolved = [_resolve(item, memo, escaping) for item in items]
-        if any(a is not b for a, b in zip(items, resolved)):
-            obj.clear()
-            obj.update(resolved)
-        return obj
-    items = [_resolve(item, memo, escaping) for item in obj]
-    if all(a is b for a, b in zip(obj, items)):
-        result = obj
-    else:
-        result = kind(items)
-    memo[key] = result
-    return result
+def _result_of(future: Future) -> Any:
+    return future._pd_result()
 
 
 def substitute(obj: Any, values: dict[int, Any]) -> Any:
@@ -123,9 +97,7 @@ def substitute(obj: Any, values: dict[int, Any]) -> Any:
         return values[id(obj)]
     if kind not in _CONTAINERS:
         return obj
-    if kind is dict:
-        return {substitute(k, values): substitute(v, values) for k, v in obj.items()}
-    return kind(substitute(item, values) for item in obj)
+    return _walk(obj, lambda future: values[id(future)], False, None)
 
 
 def snapshot(obj: Any) -> Any:
@@ -134,23 +106,84 @@ def snapshot(obj: Any) -> Any:
     Task arguments are pickled later, on another thread; a local container
     the schedule function goes on mutating must be seen as it was at the call.
     """
-    return _snapshot(obj, {})
-
-
-def _snapshot(obj: Any, memo: dict[int, Any]) -> Any:
-    kind = type(obj)
-    if kind not in _CONTAINERS:
+    if type(obj) not in _CONTAINERS:
         return obj
-    key = id(obj)
-    if key in memo:
-        return memo[key]
-    if kind is list:
-        copy: Any = []
-        memo[key] = copy
-        copy.extend(_snapshot(item, memo) for item in obj)
-    elif kind is dict:
-        copy = memo[key] = {}
-        copy.update((k, _snapshot(v, memo)) for k, v in obj.items())
-    else:
-        copy = memo[key] = kind(_snapshot(item, memo) for item in obj)
-    return copy
+    return _walk(obj, None, False, None)
+
+
+def _walk(root: Any, leaf: Callable[[Future], Any] | None, in_place: bool,
+          escaping: dict[int, Any] | None) -> Any:
+    """Map ``leaf`` over the futures in ``root``: in place, or as a copy of every container.
+
+    ``leaf`` None keeps the futures (a copy of the containers only).
+    """
+    memo: dict[int, Any] = {}
+    # Each frame: [container, its children, next child, new children, copy made at open]
+    stack: list[list] = []
+
+    def open_frame(obj: Any) -> None:
+        kind = type(obj)
+        if escaping:
+            escaping.pop(id(obj), None)
+        shell = None
+        if in_place:
+            if kind in _MUTABLE:
+                memo[id(obj)] = obj
+        elif kind is list:
+            shell = memo[id(obj)] = []
+        elif kind is dict:
+            shell = memo[id(obj)] = {}
+        stack.append([obj, _children(obj), 0, [], shell])
+
+    open_frame(root)
+    result = root
+    while stack:
+        frame = stack[-1]
+        items, position = frame[1], frame[2]
+        if position < len(items):
+            frame[2] = position + 1
+            child = items[position]
+            kind = type(child)
+            if kind is Future:
+                frame[3].append(child if leaf is None else leaf(child))
+            elif kind not in _CONTAINERS:
+                frame[3].append(child)
+            elif id(child) in memo:
+                frame[3].append(memo[id(child)])
+            else:
+                open_frame(child)
+            continue
+        stack.pop()
+        result = _close(frame, in_place)
+        memo[id(frame[0])] = result
+        if stack:
+            stack[-1][3].append(result)
+    return result
+
+
+def _close(frame: list, in_place: bool) -> Any:
+    obj, old, _, new, shell = frame
+    kind = type(obj)
+    if shell is not None:  # a copy: fill the container made at open
+        if kind is list:
+            shell.extend(new)
+        else:
+            shell.update(zip(new[0::2], new[1::2]))
+        return shell
+    changed = any(a is not b for a, b in zip(old, new))
+    if kind is slice:
+        return slice(*new) if changed else obj
+    if not in_place or kind not in _MUTABLE:
+        return kind(new) if (changed or not in_place) else obj
+    if changed:
+        if kind is list:
+            for index, (a, b) in enumerate(zip(old, new)):
+                if a is not b:
+                    obj[index] = b
+        elif kind is dict:
+            obj.clear()
+            obj.update(zip(new[0::2], new[1::2]))
+        else:
+            obj.clear()
+            obj.update(new)
+    return obj
