@@ -20,6 +20,24 @@ CONDITION = threading.Condition(threading.Lock())
 _MISSING = object()
 
 
+class _LiveCount:
+    """How many futures exist in this process, read by rewritten code at every call.
+
+    While it is zero no value anywhere can be or hold a future, and no task is
+    in flight, so a call needs no sync and no resolving: the rewritten code
+    then calls as the plain code does (see ``syncpoints.gate``).
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self) -> None:
+        self.live = 0
+
+
+FUTURES = _LiveCount()
+_count_lock = threading.Lock()
+
+
 class Future:
     """The not-yet-known result of a functional call or of a deferred operation."""
 
@@ -32,6 +50,8 @@ class Future:
     __array_ufunc__ = None
 
     def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
+        with _count_lock:
+            FUTURES.live += 1
         object.__setattr__(self, "_pd_graph", graph)
         object.__setattr__(self, "_pd_seq", seq)
         object.__setattr__(self, "_pd_state", PENDING)
@@ -50,6 +70,10 @@ class Future:
         # see the mutated object sequentially; an int or a str stays as it was.
         object.__setattr__(self, "_pd_mutated_by", None)
         object.__setattr__(self, "_pd_inplace_op", None)
+
+    def __del__(self) -> None:
+        with _count_lock:
+            FUTURES.live -= 1
 
     # -- the value ---------------------------------------------------------
     def _pd_result(self) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pydron.runtime.future import Future
+from pydron.runtime.future import FUTURES, Future
 
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset, slice})
 # Containers updated in place when resolved, so that their identity is kept.
@@ -40,7 +40,7 @@ def find_futures(obj: Any) -> list[Future]:
     kind = type(obj)
     if kind is Future:
         return [obj]
-    if kind not in _CONTAINERS:
+    if kind not in _CONTAINERS or not FUTURES.live:
         return []
     found: list[Future] = []
     seen = {id(obj)}
@@ -77,7 +77,7 @@ def resolve_deep(obj: Any, escaping: dict[int, Any] | None = None) -> Any:
     kind = type(obj)
     if kind is Future:
         return obj._pd_result()  # a task's value never holds a future
-    if kind not in _CONTAINERS:
+    if kind not in _CONTAINERS or not FUTURES.live:
         return obj
     return _walk(obj, _result_of, True, escaping)
 

@@ -11,6 +11,7 @@ see a future.
 from __future__ import annotations
 
 import operator
+import sys
 import types
 from functools import partial
 from typing import Any, Callable
@@ -27,6 +28,11 @@ SCHEDULE_MARK = "__pydron_schedule__"
 
 # Functions whose code the tracer produced run inline, in the caller's graph.
 _keep_alive: list[Any] = []
+# Nested functions keep their plain code (so that code outside the schedule
+# function calls them plainly); rewritten code calls their twin instead.
+_twin_codes: dict[int, types.CodeType] = {}
+_twins: dict[int, tuple[Any, Any]] = {}  # id(plain function) -> (it, its twin)
+_TWIN_CACHE = 10_000
 
 
 def register_inline(code: types.CodeType) -> None:
@@ -35,13 +41,125 @@ def register_inline(code: types.CodeType) -> None:
     _inline_codes.add(id(code))
 
 
+def register_twin(plain: types.CodeType, rewritten: types.CodeType) -> None:
+    """``rewritten`` is what a call from rewritten code runs for a function made from ``plain``."""
+    _keep_alive.append(plain)
+    _twin_codes[id(plain)] = rewritten
+
+
+def _twin(fn: types.FunctionType) -> Any:
+    """The rewritten twin of a nested function (same globals, defaults and closure)."""
+    cached = _twins.get(id(fn))
+    if cached is not None and cached[0] is fn:
+        return cached[1]
+    twin = types.FunctionType(_twin_codes[id(fn.__code__)], fn.__globals__, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+    twin.__kwdefaults__ = fn.__kwdefaults__
+    twin.__qualname__ = fn.__qualname__
+    if len(_twins) >= _TWIN_CACHE:
+        _twins.clear()
+    _twins[id(fn)] = (fn, twin)
+    return twin
+
+
+class Ordinary(partial):
+    """A callable whose call is a sync point: the gate at the call site syncs and resolves.
+
+    A ``partial`` so that, called as it is, it adds no Python frame.
+    """
+
+    __slots__ = ()
+
+
+_NOTHING = object()
+
+
+class CallSite:
+    """One call site of rewritten code.
+
+    ``fast`` is the callable last seen here that the rewritten code may call
+    as it is: the code tests it with ``is`` and skips ``route`` entirely. The
+    call still goes through ``gate`` whenever futures exist.
+    """
+
+    __slots__ = ("fast", "cacheable", "journaled")
+
+    def __init__(self, cacheable: bool, journaled: bool = False) -> None:
+        self.fast: Any = _NOTHING
+        # False where an argument is a generator expression or a function made
+        # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
+        self.cacheable = cacheable
+        # In a generator, or in a try/with block whose calls overlap: changes
+        # to local containers made by functions it calls inline can be undone.
+        self.journaled = journaled
+
+    def route(self, fn: Any) -> Any:
+        """What this site calls instead of ``fn``, outside one-at-a-time try/with blocks."""
+        graph = _threads.graph
+        if graph is None:
+            return fn
+        routed = _route(graph, fn, protected=False, journaled=self.journaled)
+        if self.cacheable and (routed is fn or type(routed) is Ordinary or purity.is_pure(fn)) \
+                and _cacheable(fn):
+            self.fast = fn
+        return routed
+
+
+class MethodSite(CallSite):
+    """A call site ``receiver.name(...)``: the receiver types whose method may be called as it is.
+
+    The rewritten code keeps the interpreter's own method call when the
+    receiver's type is ``rtype``; otherwise it routes the bound attribute and
+    calls it through ``operator.call``, in the same stack layout.
+    """
+
+    __slots__ = ("rtype", "name")
+
+    def __init__(self, cacheable: bool, name: str) -> None:
+        super().__init__(cacheable)
+        self.rtype: Any = _NOTHING
+        self.name = name
+
+    def route(self, fn: Any) -> Any:
+        graph = _threads.graph
+        if graph is None:
+            return fn
+        routed = _route(graph, fn, protected=False)
+        if self.cacheable and (routed is fn or type(routed) is Ordinary):
+            receiver = getattr(fn, "__self__", None)
+            kind = type(receiver)
+            if (kind is not types.ModuleType and receiver is not None and _static_type(kind)
+                    and _method_descriptor(getattr(kind, self.name, None))):
+                self.rtype = kind
+        return routed
+
+
+def _static_type(kind: type) -> bool:
+    """A built-in type whose instances have no ``__dict__``: its methods depend on the type alone."""
+    return not kind.__flags__ & _HEAPTYPE and kind.__dictoffset__ == 0
+
+
+def _method_descriptor(attr: Any) -> bool:
+    """True if the interpreter's method call on this attribute passes the receiver as ``self``."""
+    return attr is not None and bool(type(attr).__flags__ & _METHOD_DESCRIPTOR)
+
+
+_HEAPTYPE = 1 << 9
+_METHOD_DESCRIPTOR = 1 << 17
+
+
+def _cacheable(fn: Any) -> bool:
+    key = id(fn)
+    return key not in purity.FRESH and key not in _SPECIAL_PURE
+
+
+_SPECIAL_PURE = {id(map), id(filter)}
+
+
 def route(fn: Any) -> Any:
     """The callable that a rewritten call site actually calls instead of ``fn``."""
     graph = _threads.graph
-    if graph is None or id(fn) in purity.NATIVE:
-        return fn
-    if type(fn) is types.BuiltinMethodType and id(fn.__self__) in graph.local \
-            and fn.__name__ in _NATIVE_LOCAL_METHODS and not graph.journaling:
+    if graph is None:
         return fn
     return _route(graph, fn, protected=False)
 
@@ -52,8 +170,6 @@ def route_journaled(fn: Any) -> Any:
     graph = _threads.graph
     if graph is None or id(fn) in purity.NATIVE:
         return fn
-    if type(fn) is types.FunctionType and id(fn.__code__) in _inline_codes:
-        return partial(_call_inline_journaled, graph, fn)
     return _route(graph, fn, protected=False, journaled=True)
 
 
@@ -75,31 +191,109 @@ def route_protected(fn: Any) -> Any:
 
 
 def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> Any:
+    """``fn`` itself when it may be called as it is, ``Ordinary(fn)`` for a sync point, else a wrapper."""
+    key = id(fn)
+    if key in purity.NATIVE:
+        return fn
     kind = type(fn)
     if kind is Future:
-        return partial(_call_sync, graph, fn, protected)
+        return Ordinary(fn)
     if getattr(fn, MARK, False) is True:
         return partial(_call_functional_now if protected else _call_functional, graph, fn)
     if kind is types.FunctionType:
-        if id(fn.__code__) in _inline_codes:
-            return partial(_call_inline, graph, protected, fn)
-        inner = getattr(fn, SCHEDULE_MARK, None)
+        code = id(fn.__code__)
+        inner = fn if code in _inline_codes else None
+        if inner is None and code in _twin_codes:
+            inner = _twin(fn)
+        if inner is None:
+            inner = getattr(fn, SCHEDULE_MARK, None)
         if inner is not None:
-            if journaled:
-                return partial(_call_inline_journaled, graph, inner)
-            return partial(_call_inline, graph, protected, inner)
+            return _inline(graph, inner, protected, journaled)
     elif kind is types.MethodType:
-        inner = getattr(fn.__func__, SCHEDULE_MARK, None)
+        func = fn.__func__
+        inner = getattr(func, SCHEDULE_MARK, None)
+        if inner is None and type(func) is types.FunctionType and id(func.__code__) in _twin_codes:
+            inner = _twin(func)
         if inner is not None:
-            inner = types.MethodType(inner, fn.__self__)
-            if journaled:
-                return partial(_call_inline_journaled, graph, inner)
-            return partial(_call_inline, graph, protected, inner)
+            return _inline(graph, types.MethodType(inner, fn.__self__), protected, journaled)
     elif kind is types.BuiltinMethodType and id(getattr(fn, "__self__", None)) in graph.local:
+        if fn.__name__ in _NATIVE_LOCAL_METHODS and not journaled and not graph.journaling:
+            return fn
         return partial(_call_local_method, graph, fn, protected, journaled)
     if purity.is_pure(fn):
         return partial(_call_pure, graph, fn, protected)
-    return partial(_call_sync, graph, fn, protected)
+    return Ordinary(fn)
+
+
+def _inline(graph: Graph, inner: Any, protected: bool, journaled: bool) -> Any:
+    """A function the tracer rewrote, run in this graph: called as it is outside try/with."""
+    if journaled:
+        return partial(_call_inline_journaled, graph, inner)
+    if protected:
+        return partial(_call_inline, graph, protected, inner)
+    return inner
+
+
+def gate_method(packed: tuple) -> tuple:
+    """``gate`` for a call in method layout: ``((method, self, *args), kwargs, names)``.
+
+    ``method`` is ``operator.call`` when the site routed the bound attribute
+    (``self`` is then what to call), else the type's own method.
+    """
+    items, kwargs, names = packed
+    method, receiver = items[0], items[1]
+    if method is operator.call:
+        fn = receiver
+    else:
+        fn = method.__get__(receiver, type(receiver))
+    return gate((fn, (items[2:], kwargs, names)))
+
+
+def gate(packed: tuple) -> tuple:
+    """At a rewritten call while futures exist: ``(kwargs, args, callable)`` to call with.
+
+    ``packed`` is ``(callable, (args, kwargs or None, keyword names or None or
+    True))``; True: the names are the last item of ``args`` (3.13's CALL_KW).
+    An ``Ordinary`` callable is a sync point: every task issued so far has
+    finished, and the callable, arguments and keyword arguments are resolved,
+    so the plain callable is then called from the user's own frame.
+    """
+    fn, (args, kwargs, names) = packed
+    if names is not None:
+        if names is True:
+            names, args = args[-1], args[:-1]
+        if names:
+            split = len(args) - len(names)
+            kwargs = dict(zip(names, args[split:]))
+            args = args[:split]
+    if kwargs is None:
+        kwargs = {}
+    graph = _threads.graph
+    kind = type(fn)
+    if graph is None:
+        return kwargs, args, (fn.func if kind is Ordinary else fn)
+    if kind is not Ordinary:
+        if kind is not partial and not (kind is types.FunctionType and id(fn.__code__) in _inline_codes):
+            fn = _route(graph, fn, protected=False)
+            kind = type(fn)
+        if kind is not Ordinary:
+            for key in kwargs:
+                if type(key) is Future:  # a keyword name from a dict key: needs its value
+                    kwargs = {resolve_top(k): v for k, v in kwargs.items()}
+                    break
+            return kwargs, args, fn
+    graph.sync()
+    fn = resolve_deep(fn.func, graph.local)
+    if type(args) is not tuple:
+        args = resolve_deep(args, graph.local)
+        try:
+            args = tuple(args)
+        except TypeError:
+            pass  # the call raises CPython's own message for ``f(*x)``
+    else:
+        args = resolve_deep(args, graph.local)
+    kwargs = resolve_deep(kwargs, graph.local)
+    return kwargs, args, fn
 
 
 def _call_functional(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
@@ -180,12 +374,21 @@ def _collect(graph: Graph, value: Any) -> Any:
 def _functional_map(graph: Graph, fn: Callable[..., Any], iterables: tuple) -> Any:
     """``map`` over a functional function: each item is a task, issued as the map is consumed."""
     for args in zip(*(resolve_top(i) for i in iterables)):
-        if current_graph() is graph:
+        # Consumed by rewritten code (directly or through a built-in): tasks.
+        if current_graph() is graph and _consumer_is_rewritten(sys._getframe(1)):
             yield graph.submit(fn, args, {})
         else:  # consumed by code outside the schedule function: a plain call
             yield fn(*args)
 
 
+def _consumer_is_rewritten(frame: Any) -> bool:
+    """True if ``frame`` (or the first frame outside pydron above it) runs rewritten code."""
+    while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
+        frame = frame.f_back
+    return frame is not None and id(frame.f_code) in _inline_codes
+
+
+_PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
 _LOCAL_METHOD_TYPES = (list, dict, set)
 
 
@@ -203,15 +406,12 @@ def _call_local_method(graph: Graph, fn: Any, protected: bool, journaled: bool,
 
 
 def _call_sync(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any) -> Any:
+    """A pure built-in or a container method handed a callback: a sync point after all."""
     graph.sync()
     fn = resolve_deep(fn, graph.local)
     args = resolve_deep(args, graph.local)
     kwargs = resolve_deep(kwargs, graph.local)
-    previous = set_current_graph(None)
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        set_current_graph(previous)
+    return fn(*args, **kwargs)
 
 
 def local(container: Any) -> Any:

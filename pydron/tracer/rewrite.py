@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import operator
 import types
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import purity
-from pydron.runtime.future import Future
+from pydron.runtime.future import FUTURES, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.natives import find_natives
 from pydron.tracer.regions import Overlap, find_overlap
@@ -52,6 +53,11 @@ class Plan:
     native_inplace: set[int] = field(default_factory=set)
     # ``range`` loads whose loops were typed -> the helper that raises if it was rebound.
     range_guards: dict[int, Any] = field(default_factory=dict)
+    # Routed calls whose arguments may be lazy (a generator expression, a
+    # function made there): their callable is routed every time.
+    lazy_args: set[int] = field(default_factory=set)
+    flow_consumers: dict = field(default_factory=dict)
+    call_producers: dict[int, frozenset] = field(default_factory=dict)  # call -> its callable's producers
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -142,6 +148,7 @@ STORES = ("STORE_FAST", "STORE_FAST_STORE_FAST", "STORE_FAST_LOAD_FAST", "STORE_
 def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "function") -> Plan:
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
+    plan.flow_consumers = flow.consumers
     plan.overlap = find_overlap(items, spec, plan.protected)
     # Even a block that runs its calls one at a time can hold calls issued
     # together (sum over a generator expression): every handler settles which
@@ -213,6 +220,14 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
             plan.native_calls.append(index)
     plan.wraps = wraps
     plan.routed_calls = {index: index in one_at_a_time for index in calls}
+    plan.call_producers = dict(calls)
+    native = set(plan.native_calls)
+    for index in calls:
+        depth = min(spec.call_slots(items[index]))
+        for slot in flow.before[index][len(flow.before[index]) - depth + 1:]:
+            if any(p[0] == "handler" or p[0] in native
+                   or items[p[0]].name in ("MAKE_FUNCTION", "SET_FUNCTION_ATTRIBUTE") for p in slot):
+                plan.lazy_args.add(index)
     # Calls the interpreter makes itself (3.11 comprehensions, for one) may issue
     # tasks too: inside try/with they settle before the next statement.
     plan.settle_after = {index for index in plan.native_calls if index in one_at_a_time}
@@ -264,10 +279,114 @@ def _helper_on_top(helper: Any, spec: Spec311, location: Any) -> list[Instr]:
             Instr("SWAP", 2, location=location), *spec.call(1, location)]
 
 
+# Instructions whose helpers do nothing while no future exists (no task in
+# flight, no value to resolve): then the plain instruction runs.
+PLAIN_WITHOUT_FUTURES = frozenset({
+    "STORE_ATTR", "STORE_SUBSCR", "STORE_SLICE", "DELETE_ATTR", "DELETE_SUBSCR", "IS_OP",
+    "STORE_GLOBAL", "STORE_DEREF", "YIELD_VALUE", "FORMAT_VALUE", "CONVERT_VALUE",
+    "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "BUILD_STRING", "RAISE_VARARGS",
+})
+
+
+def _if_futures(with_futures: list[Any], without: list[Any], spec: Spec311, location: Any) -> list[Any]:
+    """``with_futures`` while any future exists, else ``without`` (same stack effect)."""
+    plain, end = Label(), Label()
+    return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+            *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location),
+            *with_futures, Instr("JUMP_FORWARD", end, location=location), plain, *without, end]
+
+
+def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
+    """Route the callable on top of the stack, unless it is the one ``site`` last found plain."""
+    skip = Label()
+    return [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+            spec.load_attr("fast", location), Instr("IS_OP", 0, location=location),
+            Instr(spec.jump_if_true, skip, location=location),
+            *_helper_on_top(site.route, spec, location), skip]
+
+
+def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> tuple[set[int], set[int]]:
+    """The routed calls whose callable comes only from method loads outside try/with
+    blocks (and those loads): they keep the interpreter's method layout."""
+    loads = {index for (index, _), protected in plan.wraps.items()
+             if not protected and spec.is_method_load(items[index])
+             and not generator and index not in plan.overlap.items}
+    while True:
+        calls: set[int] = set()
+        mixed: set[int] = set()
+        for call, producers in plan.call_producers.items():
+            indexes = {p[0] for p in producers}
+            if indexes <= loads:
+                calls.add(call)
+            elif indexes & loads:
+                mixed |= indexes & loads
+        if not mixed:
+            return calls, loads
+        loads -= mixed
+
+
+def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool) -> list[Instr]:
+    """``receiver.name``, to be called: the interpreter's own method load when the
+    receiver's type is one the site found plain, else the routed bound attribute
+    under ``operator.call`` (the same two stack slots either way)."""
+    name = load.arg if isinstance(load.arg, str) else load.arg[1]
+    site = sp.MethodSite(cacheable, name)
+    slow, join = Label(), Label()
+    return [Instr("COPY", 1, location=location), *_helper_on_top(type, spec, location),
+            Instr("LOAD_CONST", site, location=location), spec.load_attr("rtype", location),
+            Instr("IS_OP", 0, location=location), Instr(spec.jump_if_false, slow, location=location),
+            load, Instr("JUMP_FORWARD", join, location=location),
+            slow, spec.plain_attr(load), *_helper_on_top(site.route, spec, location),
+            Instr("LOAD_CONST", operator.call, location=location), Instr("SWAP", 2, location=location),
+            join]
+
+
+def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, join: Label,
+          method_layout: bool = False) -> list[Instr]:
+    """Before a routed call: while futures exist, call through ``sp.gate`` instead.
+
+    The gate gets the callable and the arguments packed in a tuple and gives
+    back what to call with them, which is called with ``CALL_FUNCTION_EX``;
+    without futures the original instructions run and nothing is packed.
+    """
+    native = Label()
+    seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+           *spec.to_bool(location), Instr(spec.jump_if_false, native, location=location)]
+    if method_layout:  # [method, self, args (, names)]: no NULL, so everything is packed
+        kw_call = call.name == "CALL_KW"
+        seq += [Instr("BUILD_TUPLE", int(call.arg) + 2 + kw_call, location=location),
+                Instr("LOAD_CONST", None, location=location),
+                Instr("LOAD_CONST", True if kw_call else kw_names, location=location),
+                Instr("BUILD_TUPLE", 3, location=location),
+                *_helper_on_top(sp.gate_method, spec, location),
+                Instr("UNPACK_SEQUENCE", 3, location=location),
+                *spec.call_unpacked_no_null(location),
+                Instr("JUMP_FORWARD", join, location=location), native]
+        return seq
+    if call.name == "CALL_FUNCTION_EX":
+        if not int(call.arg) & 1:
+            seq.append(Instr("LOAD_CONST", None, location=location))
+        seq += [Instr("LOAD_CONST", None, location=location)]
+    elif call.name == "CALL_KW":
+        seq += [Instr("BUILD_TUPLE", int(call.arg) + 1, location=location),
+                Instr("LOAD_CONST", None, location=location), Instr("LOAD_CONST", True, location=location)]
+    else:
+        seq += [Instr("BUILD_TUPLE", int(call.arg), location=location),
+                Instr("LOAD_CONST", None, location=location),
+                Instr("LOAD_CONST", kw_names, location=location)]
+    seq.append(Instr("BUILD_TUPLE", 3, location=location))
+    seq += spec.pack_with_callable(location)
+    seq += _helper_on_top(sp.gate, spec, location)
+    seq.append(Instr("UNPACK_SEQUENCE", 3, location=location))
+    seq += spec.call_unpacked(location)
+    seq += [Instr("JUMP_FORWARD", join, location=location), native]
+    return seq
+
+
 def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
-    return [Instr("LOAD_CONST", None, location=location),
-            *_helper_on_top(sp.sync, spec, location),
-            Instr("POP_TOP", location=location)]
+    return _if_futures([Instr("LOAD_CONST", None, location=location),
+                        *_helper_on_top(sp.sync, spec, location),
+                        Instr("POP_TOP", location=location)], [], spec, location)
 
 
 def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
@@ -289,6 +408,21 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     try_of_handler = {_first_instr_after(items, labels[id(item.target)]): item
                       for item in items if isinstance(item, TryBegin)}
     handler_starts = set(try_of_handler)
+    # Routed calls get a gate before their first instruction (KW_NAMES, PRECALL
+    # or the call itself); both ways join after the call.
+    call_starts: dict[int, int] = {}
+    call_names: dict[int, tuple] = {}
+    joins: dict[int, Label] = {}
+    for call in plan.routed_calls:
+        start = call
+        while start > 0 and isinstance(items[start - 1], Instr) and items[start - 1].name in ("PRECALL", "KW_NAMES"):
+            start -= 1
+            if items[start].name == "KW_NAMES":
+                call_names[call] = items[start].arg
+        call_starts[start] = call
+        joins[call] = Label()
+    flow_consumers = plan.flow_consumers
+    method_calls, method_loads = _method_layout(items, plan, spec, generator)
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
@@ -331,25 +465,34 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             out.extend(_sync_statement(spec, location))
         if index in plan.overlap.reconcile:
             out.extend(_helper_on_top(sp.reconcile, spec, location))
+        if index in call_starts:
+            gated = call_starts[index]
+            out.extend(_gate(items[gated], spec, location, call_names.get(gated), joins[gated],
+                             gated in method_calls))
         outputs = wrapped_outputs.get(index)
         if outputs:
             protected = any(outputs.values())
+            native = _native_builtin(item)
             if protected:
-                route = sp.route_protected
+                wrap = _helper_on_top(sp.route_protected, spec, location)
             else:
-                route = sp.route_journaled if journaled else sp.route
-            wrap = _helper_on_top(route, spec, location)
+                fed = {ci for output in outputs for ci, _ in flow_consumers.get((index, output), ())}
+                site = sp.CallSite(cacheable=not (fed & plan.lazy_args), journaled=journaled)
+                wrap = _site_route(site, spec, location)
+                native = None
             if index in plan.range_guards:
                 # Loops over this call were typed: anything but the builtin is an error.
                 wrap = _helper_on_top(plan.range_guards[index], spec, location)
-            native = _native_builtin(item)
+                native = _native_builtin(item)
             if native is not None:
                 # The builtin itself needs no routing: test for it without a call.
                 skip = Label()
                 wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", native, location=location),
                         Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, skip, location=location),
                         *wrap, skip]
-            if spec.is_method_load(item):
+            if index in method_loads:
+                out.extend(_method_site(item, spec, location, site.cacheable))
+            elif spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
             elif item.name == "LOAD_GLOBAL" and item.arg[0]:
                 out.extend(spec.load_callable_then_null(spec.plain_global(item), wrap))
@@ -363,13 +506,25 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                     out.extend(wrap)
             else:
                 out.append(_nested(item, namespace))
+                if index in joins:  # ``f(x)(y)``: this call's result is the next callable
+                    out.append(joins[index])
                 out.extend(wrap)
             continue
         if index in plan.native_inplace:
             out.append(item)  # immutable builtins: rebound, never shared, never futures
+        elif index in joins:
+            out.append(item)
+            out.append(joins[index])
         else:
-            out.extend(_statement(item, spec, generator, namespace=namespace,
-                                  journaled=journaled))
+            rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled)
+            if item.name in PLAIN_WITHOUT_FUTURES and rewritten != [item]:
+                if rewritten[-1] is item:  # a helper on the value, then the instruction itself
+                    out.extend(_if_futures(rewritten[:-1], [], spec, location))
+                    out.append(item)
+                else:
+                    out.extend(_if_futures(rewritten, [item], spec, location))
+            else:
+                out.extend(rewritten)
         if index in plan.local_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
@@ -393,9 +548,19 @@ def _first_instr_after(items: list[Any], index: int) -> int | None:
 
 
 def _nested(item: Instr, namespace: dict | None) -> Instr:
-    """Functions, lambdas and comprehensions defined inside are rewritten too (same globals)."""
+    """Functions, lambdas and comprehensions defined inside are rewritten too (same globals).
+
+    Comprehensions and generator expressions are made and called on the spot,
+    so they run the rewritten code itself. Functions and lambdas keep their
+    plain code: called from code outside the schedule function (a callback,
+    ``sorted(key=...)``) they run plainly and never see a future; called from
+    rewritten code, ``route`` calls their rewritten twin.
+    """
     if item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
-        return Instr("LOAD_CONST", rewrite_code(item.arg, namespace), location=item.location)
+        rewritten = rewrite_code(item.arg, namespace)
+        if item.arg.co_name in COMPREHENSIONS or item.arg.co_name == "<genexpr>":
+            return Instr("LOAD_CONST", rewritten, location=item.location)
+        sp.register_twin(item.arg, rewritten)
     return item
 
 
@@ -473,6 +638,12 @@ def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = Fa
         return [*_helper_on_top(sp.resolve_top, spec, location), item]  # identity and type tests
     if name == "MATCH_CLASS":
         return [*swaps(3), *_helper_on_top(sp.resolve_top, spec, location), *swaps(3), item]
+    if name == "RAISE_VARARGS" and int(item.arg) >= 1:
+        # ``raise make_error(...)``: a functional call may have made the exception
+        if int(item.arg) == 2:
+            return [*swaps(2), *_helper_on_top(sp.resolve_top, spec, location), *swaps(2),
+                    *_helper_on_top(sp.resolve_top, spec, location), item]
+        return [*_helper_on_top(sp.resolve_top, spec, location), item]
     if name == "YIELD_VALUE" and generator:
         return [*_helper_on_top(sp.resolve_yield, spec, location), item]
 

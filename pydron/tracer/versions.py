@@ -95,6 +95,31 @@ class Spec311:
     def plain_attr(self, instr: Instr) -> Instr:
         return Instr("LOAD_ATTR", instr.arg, location=instr.location)
 
+    def load_attr(self, name: str, location: Any) -> Instr:
+        """A plain attribute load of ``name`` from the value on top."""
+        return Instr("LOAD_ATTR", name, location=location)
+
+    def to_bool(self, location: Any) -> list[Instr]:
+        """What a conditional jump needs before it to test any value (3.13: an exact bool)."""
+        return []
+
+    def pack_with_callable(self, location: Any) -> list[Instr]:
+        """At a call, the arguments packed on top: pack them with the callable below them.
+
+        [NULL, callable, packed] -> [NULL, (callable, packed)]
+        """
+        return [Instr("BUILD_TUPLE", 2, location=location)]
+
+    def call_unpacked(self, location: Any) -> list[Instr]:
+        """[NULL, callable, args, kwargs] (after ``pack_with_callable``): the call."""
+        return [Instr("CALL_FUNCTION_EX", 1, location=location)]
+
+    def call_unpacked_no_null(self, location: Any) -> list[Instr]:
+        """[callable, args, kwargs] -> the call (a NULL goes below the callable)."""
+        return [Instr("PUSH_NULL", location=location), Instr("SWAP", 4, location=location),
+                Instr("SWAP", 3, location=location), Instr("SWAP", 2, location=location),
+                Instr("CALL_FUNCTION_EX", 1, location=location)]
+
     def plain_global(self, instr: Instr) -> Instr:
         return Instr("LOAD_GLOBAL", (False, instr.arg[1]), location=instr.location)
 
@@ -137,6 +162,9 @@ class Spec312(Spec311):
 
     def plain_attr(self, instr: Instr) -> Instr:
         return Instr("LOAD_ATTR", (False, instr.arg[1]), location=instr.location)
+
+    def load_attr(self, name: str, location: Any) -> Instr:
+        return Instr("LOAD_ATTR", (False, name), location=location)
 
     def call(self, nargs: int, location: Any) -> list[Instr]:
         return [Instr("CALL", nargs - 1, location=location)]
@@ -192,6 +220,24 @@ class Spec313(Spec312):
 
     def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
         return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
+
+    def to_bool(self, location: Any) -> list[Instr]:
+        return [Instr("TO_BOOL", location=location)]
+
+    def pack_with_callable(self, location: Any) -> list[Instr]:
+        # [callable, NULL, packed]: a NULL cannot be packed or popped, so a
+        # call of ``tuple()`` consumes it.
+        return [Instr("SWAP", 2, location=location), Instr("LOAD_CONST", tuple, location=location),
+                Instr("SWAP", 2, location=location), Instr("CALL", 0, location=location),
+                Instr("POP_TOP", location=location), Instr("BUILD_TUPLE", 2, location=location)]
+
+    def call_unpacked_no_null(self, location: Any) -> list[Instr]:
+        return self.call_unpacked(location)
+
+    def call_unpacked(self, location: Any) -> list[Instr]:
+        # [callable, args, kwargs] -> [callable, NULL, args, kwargs]
+        return [Instr("PUSH_NULL", location=location), Instr("SWAP", 3, location=location),
+                Instr("SWAP", 2, location=location), Instr("CALL_FUNCTION_EX", 1, location=location)]
 
 
 def current_spec() -> Spec311:
