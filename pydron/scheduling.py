@@ -53,14 +53,17 @@ def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     graph = Graph(get_pool)
     previous = set_current_graph(graph)
     try:
-        result = rewritten(*args, **kwargs)
-        graph.sync()
-        return resolve_deep(result)
-    except BaseException as exc:
-        error = exc
+        try:
+            result = rewritten(*args, **kwargs)
+            graph.sync()
+            return resolve_deep(result)
+        except BaseException as exc:
+            error = exc
+        finally:
+            set_current_graph(previous)
+        raise _settle(graph, error)
     finally:
-        set_current_graph(previous)
-    raise _settle(graph, error)
+        graph.close()
 
 
 def _run_generator(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
@@ -71,33 +74,36 @@ def _run_generator(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> 
         gen = rewritten(*args, **kwargs)
     finally:
         set_current_graph(previous)
-    to_send: Any = None
-    to_throw: BaseException | None = None
-    while True:
-        previous = set_current_graph(graph)
-        try:
-            if to_throw is not None:
-                value = gen.throw(to_throw)
-            else:
-                value = gen.send(to_send)
-            graph.sync()
-            value = resolve_deep(value)
-        except StopIteration as stop:
-            set_current_graph(previous)
+    try:
+        to_send: Any = None
+        to_throw: BaseException | None = None
+        while True:
+            previous = set_current_graph(graph)
             try:
+                if to_throw is not None:
+                    value = gen.throw(to_throw)
+                else:
+                    value = gen.send(to_send)
                 graph.sync()
-            except BaseException as exc:  # noqa: BLE001
+                value = resolve_deep(value)
+            except StopIteration as stop:
+                set_current_graph(previous)
+                try:
+                    graph.sync()
+                except BaseException as exc:  # noqa: BLE001
+                    raise _settle(graph, exc) from None
+                return resolve_deep(stop.value)
+            except BaseException as exc:
+                set_current_graph(previous)
                 raise _settle(graph, exc) from None
-            return resolve_deep(stop.value)
-        except BaseException as exc:
             set_current_graph(previous)
-            raise _settle(graph, exc) from None
-        set_current_graph(previous)
-        to_send, to_throw = None, None
-        try:
-            to_send = yield value
-        except BaseException as exc:  # noqa: BLE001 - thrown into the generator
-            to_throw = exc
+            to_send, to_throw = None, None
+            try:
+                to_send = yield value
+            except BaseException as exc:  # noqa: BLE001 - thrown into the generator
+                to_throw = exc
+    finally:
+        graph.close()
 
 
 def _settle(graph: Graph, error: BaseException) -> BaseException:

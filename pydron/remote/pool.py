@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import heapq
 import os
 import sys
 import threading
@@ -60,7 +61,10 @@ class Pool:
         # start threads while the interpreter shuts down, which 3.12+ refuses.
         atexit.unregister(self._group._cleanup_atexit)
         self._workers: list[Worker] = []
-        self._queue: collections.deque = collections.deque()
+        # Ready tasks, a heap in program order: a task that consumes a result
+        # goes before later calls that would produce more (bounded memory).
+        self._queue: list[tuple[int, int, Any, Any]] = []
+        self._queue_order = iter(range(1, sys.maxsize))
         self._lock = threading.Condition()
         self._task_ids = iter(range(1, sys.maxsize))
         self._functions: dict[Any, tuple[int, bytes]] = {}
@@ -153,19 +157,21 @@ class Pool:
             if self._closed:
                 graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
                 return
-            self._queue.append((task, graph))
+            heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
             self._lock.notify()
 
     def _dispatch_loop(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and not (self._queue and self._free_worker(self._queue[0][0])):
+                while not self._closed and not (self._queue and self._free_worker(self._queue[0][2])):
                     self._lock.wait()
                 if self._closed:
                     return
                 batches = self._assign_locked()
             for worker, batch in batches:
                 self._send(worker, batch)
+            # Hold no task while idle: its arguments would outlive the call.
+            batches = worker = batch = None  # type: ignore[assignment]
 
     def _free_worker(self, task: Any) -> Worker | None:
         """The least busy worker with room; ties go round the pool, so every worker gets work.
@@ -187,10 +193,10 @@ class Pool:
     def _assign_locked(self) -> list[tuple[Worker, list]]:
         batches: dict[Worker, list] = {}
         while self._queue:
-            worker = self._free_worker(self._queue[0][0])
+            worker = self._free_worker(self._queue[0][2])
             if worker is None:
                 break
-            task, graph = self._queue.popleft()
+            _, _, task, graph = heapq.heappop(self._queue)
             self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
             worker.inflight[task_id] = (task, graph, time.perf_counter())
@@ -278,7 +284,7 @@ class Pool:
             worker.inflight.clear()
             orphans = []
             if not any(w.alive for w in self._workers):
-                orphans = list(self._queue)
+                orphans = [(task, graph) for _, _, task, graph in self._queue]
                 self._queue.clear()
             self._lock.notify()
         for task, graph, _ in lost:

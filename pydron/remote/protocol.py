@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from typing import Any
 
 import cloudpickle
@@ -57,15 +58,54 @@ def dump_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> bytes:
     if not slots:
         if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
             return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # ~10x faster
-        return cloudpickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return dump_value((args, kwargs))
     buffer = io.BytesIO()
-    _ArgsPickler(buffer, slots).dump((args, kwargs))
+    try:
+        _ArgsPickler(buffer, slots).dump((args, kwargs))
+    except (RecursionError, pickle.PicklingError) as exc:
+        if not _too_deep(exc):
+            raise
+        return dump_deep((args, kwargs), lambda obj: slots[id(obj)] if type(obj) is Future else None)
     return buffer.getvalue()
 
 
 def dump_value(value: Any) -> bytes:
     """Pickle a value that a task or the master produced."""
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (RecursionError, pickle.PicklingError) as exc:
+        if not _too_deep(exc):
+            raise
+        return dump_deep(value)
+
+
+def _too_deep(exc: BaseException) -> bool:
+    """The C pickler gave up on nesting (cloudpickle says so with a PicklingError)."""
+    return isinstance(exc, RecursionError) or "recursion" in str(exc)
+
+
+# How deep a value the pure-Python pickler may follow (Python frames, not C stack).
+DEEP_LIMIT = 100_000
+
+
+def dump_deep(value: Any, persistent_id: Any = None) -> bytes:
+    """Pickle a value nested deeper than the C pickler's recursion limit.
+
+    The plain run passes such values around freely; the pure-Python pickler
+    recurses in Python frames only, so the recursion limit can be raised for
+    it without risking the C stack.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle._Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[attr-defined]
+    if persistent_id is not None:
+        pickler.persistent_id = persistent_id  # type: ignore[method-assign]
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, DEEP_LIMIT))
+    try:
+        pickler.dump(value)
+    finally:
+        sys.setrecursionlimit(limit)
+    return buffer.getvalue()
 
 
 def dump_function(fn: Any) -> bytes:

@@ -97,7 +97,19 @@ def _dumps(value):
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     import cloudpickle
 
-    return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (RecursionError, pickle.PicklingError) as exc:  # too deep for the C pickler (protocol.dump_deep)
+        if not isinstance(exc, RecursionError) and "recursion" not in str(exc):
+            raise
+        buffer = io.BytesIO()
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 100000))
+        try:
+            pickle._Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        finally:
+            sys.setrecursionlimit(limit)
+        return buffer.getvalue()
 
 
 def _error_payload(exc):

@@ -25,17 +25,23 @@ class _LiveCount:
 
     While it is zero no value anywhere can be or hold a future, and no task is
     in flight, so a call needs no sync and no resolving: the rewritten code
-    then calls as the plain code does (see ``syncpoints.gate``).
+    then calls as the plain code does (see ``syncpoints.gate``). Futures of a
+    schedule call that has ended no longer count, even if a traceback the
+    user holds keeps them alive.
     """
 
-    __slots__ = ("live",)
+    __slots__ = ("live", "locals")
 
     def __init__(self) -> None:
         self.live = 0
+        # Containers local to a running schedule function (all graphs): where
+        # one may be handed over, the runtime must see it (tracer/escapes.py).
+        self.locals = 0
 
 
 FUTURES = _LiveCount()
 _count_lock = threading.Lock()
+COUNT_LOCK = _count_lock
 
 
 class Future:
@@ -52,6 +58,7 @@ class Future:
     def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
         with _count_lock:
             FUTURES.live += 1
+            graph.live_futures += 1
         object.__setattr__(self, "_pd_graph", graph)
         object.__setattr__(self, "_pd_seq", seq)
         object.__setattr__(self, "_pd_state", PENDING)
@@ -73,7 +80,10 @@ class Future:
 
     def __del__(self) -> None:
         with _count_lock:
-            FUTURES.live -= 1
+            graph = self._pd_graph
+            if not graph.closed:  # a closed graph's futures no longer count (Graph.close)
+                FUTURES.live -= 1
+                graph.live_futures -= 1
 
     # -- the value ---------------------------------------------------------
     def _pd_result(self) -> Any:

@@ -17,8 +17,8 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from pydron.runtime.future import (CONDITION, DONE, FAILED, PENDING, Future, _MISSING, latest,
-                                   mutable_in_place)
+from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
+                                   latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
 _PYDRON_DIR = __file__.rsplit("/runtime/", 1)[0]
@@ -113,11 +113,15 @@ class Graph:
         # function's thread: the thread that receives results runs no user code.
         self._local_ready: collections.deque[Task] = collections.deque()
         self._failures: list[Future] = []
+        self._failed: list[Future] = []  # every call that failed (see ``close``)
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
         self._raised_tb: dict[int, types.TracebackType] = {}
         # Containers built by the schedule function that nothing outside has
         # seen yet: mutating them is not a sync point. id -> container.
         self.local: dict[int, Any] = {}
+        self._local_changes = 0
+        self.live_futures = 0  # this graph's share of FUTURES.live
+        self.closed = False
         self.collecting = False  # a pure built-in is materialising a generator expression
         # Calls issued after a failure that a handler caught: the sequential run
         # never made them, so their failures are dropped. (first seq, last seq).
@@ -125,15 +129,56 @@ class Graph:
         # Undo records of local containers changed while calls were in flight
         # in a try/with block (see journal.py): (calls issued before, undo).
         self._journal: list[tuple[int, Callable[[], None]]] = []
-        # > 0 while a function called from such a block runs inline.
-        self.journaling = 0
         self._load_lock = threading.Lock()
 
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
-        if len(self.local) > 100_000:
-            self.local.clear()  # forgetting is safe: mutations just become sync points
-        self.local[id(container)] = container
+        local = self.local
+        if len(local) > 100_000:
+            self._forget_locals(list(local))  # forgetting is safe: mutations just become sync points
+        if id(container) not in local:
+            with COUNT_LOCK:
+                FUTURES.locals += 1
+        local[id(container)] = container
+        self._local_changes += 1
+
+    def _forget_locals(self, keys: list[int]) -> None:
+        for key in keys:
+            del self.local[key]
+        with COUNT_LOCK:
+            FUTURES.locals -= len(keys)
+
+    def prune_local(self) -> None:
+        """Forget the local containers that only this graph still holds, so they die
+        when the plain run's would (amortised: after as many changes as there are)."""
+        if self._local_changes < len(self.local):
+            return
+        local = self.local
+        self._forget_locals([key for key in local if sys.getrefcount(local[key]) <= 2])
+        self._local_changes = 0
+
+    def close(self) -> None:
+        """The top-level call is over: drop what would keep values or futures alive.
+
+        A failed call's exception holds a traceback, whose frames hold the
+        futures that hold the exception: that cycle is broken here, so that
+        the futures die at once rather than at the next garbage collection.
+        """
+        with COUNT_LOCK:
+            self.closed = True
+            FUTURES.live -= self.live_futures
+            self.live_futures = 0
+        self._forget_locals(list(self.local))
+        self._journal.clear()
+        self._local_ready.clear()
+        self._raised.clear()
+        self._raised_tb.clear()
+        self._failures.clear()
+        for future in self._failed:
+            object.__setattr__(future, "_pd_error", None)
+            object.__setattr__(future, "_pd_site", None)
+            object.__setattr__(future, "_pd_origin", None)
+        self._failed.clear()
 
     def record(self, undo: Callable[[], None] | None) -> None:
         """Keep ``undo`` for a change that a handler may have to take back."""
@@ -258,6 +303,9 @@ class Graph:
                 object.__setattr__(future, "_pd_value", value)
                 object.__setattr__(future, "_pd_bytes", payload)
                 object.__setattr__(future, "_pd_state", DONE)
+                # Only a failure needs its call site; the frames would keep
+                # the schedule function's locals (futures among them) alive.
+                object.__setattr__(future, "_pd_site", None)
                 self._outstanding.pop(future._pd_seq, None)
                 ready = self._release_locked(future, None)
             else:
@@ -288,8 +336,10 @@ class Graph:
             object.__setattr__(current, "_pd_state", FAILED)
             # Failures first: ``record`` reads both without the lock, and must never
             # see a failed call in neither.
-            if current is origin and not any(lo <= current._pd_seq <= hi for lo, hi in self._discarded):
-                self._failures.append(current)
+            if current is origin:
+                self._failed.append(current)
+                if not any(lo <= current._pd_seq <= hi for lo, hi in self._discarded):
+                    self._failures.append(current)
             self._outstanding.pop(current._pd_seq, None)
             dependents = current._pd_dependents
             object.__setattr__(current, "_pd_dependents", None)
@@ -357,6 +407,8 @@ class Graph:
         if self._failures:
             self._raise_earliest()
         self._journal.clear()  # every call so far succeeded: nothing to take back
+        self._local_changes += 1
+        self.prune_local()
 
     def raise_failure(self, future: Future) -> None:
         """``future`` failed: raise what the sequential run would have raised here.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pydron.runtime.future import FUTURES, Future
+from pydron.runtime.future import COUNT_LOCK, FUTURES, Future
 
 _CONTAINERS = frozenset({list, tuple, dict, set, frozenset, slice})
 # Containers updated in place when resolved, so that their identity is kept.
@@ -77,9 +77,39 @@ def resolve_deep(obj: Any, escaping: dict[int, Any] | None = None) -> Any:
     kind = type(obj)
     if kind is Future:
         return obj._pd_result()  # a task's value never holds a future
-    if kind not in _CONTAINERS or not FUTURES.live:
+    if kind not in _CONTAINERS:
+        return obj
+    if not FUTURES.live:
+        if escaping:
+            _escape(obj, escaping)
         return obj
     return _walk(obj, _result_of, True, escaping)
+
+
+def _escape(obj: Any, local: dict[int, Any]) -> None:
+    """No future exists: only mark the local containers reachable from ``obj`` as escaped.
+
+    A list, dict or set that is not local holds no local container (whatever
+    put one there was an escape itself), so the walk does not enter it.
+    """
+    stack = [obj]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        key = id(current)
+        if key in seen:
+            continue
+        seen.add(key)
+        if type(current) in _MUTABLE:
+            if local.pop(key, None) is None:
+                continue
+            _dropped_locals(1)
+        stack.extend(child for child in _children(current) if type(child) in _CONTAINERS)
+
+
+def _dropped_locals(count: int) -> None:
+    with COUNT_LOCK:
+        FUTURES.locals -= count
 
 
 def _result_of(future: Future) -> Any:
@@ -123,8 +153,8 @@ def _walk(root: Any, leaf: Callable[[Future], Any] | None, in_place: bool,
 
     def open_frame(obj: Any) -> None:
         kind = type(obj)
-        if escaping:
-            escaping.pop(id(obj), None)
+        if escaping and escaping.pop(id(obj), None) is not None:
+            _dropped_locals(1)
         shell = None
         if in_place:
             if kind in _MUTABLE:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import operator
 import sys
 import types
+import weakref
 from functools import partial
 from typing import Any, Callable
 
@@ -31,14 +32,44 @@ _keep_alive: list[Any] = []
 # Nested functions keep their plain code (so that code outside the schedule
 # function calls them plainly); rewritten code calls their twin instead.
 _twin_codes: dict[int, types.CodeType] = {}
-_twins: dict[int, tuple[Any, Any]] = {}  # id(plain function) -> (it, its twin)
-_TWIN_CACHE = 10_000
+# plain function -> its twin; weak, so that neither outlives the function
+_twins: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-def register_inline(code: types.CodeType) -> None:
+# id(rewritten code) -> (the plain code, its globals, journaled), and the
+# journaled copy of each rewritten code, made when first needed.
+_originals: dict[int, tuple[types.CodeType, Any, bool]] = {}
+_journaled_codes: dict[int, types.CodeType] = {}
+
+
+def register_inline(code: types.CodeType, original: types.CodeType | None = None,
+                    namespace: Any = None, journaled: bool = False) -> None:
     """Mark a rewritten code object as safe to run inline with futures."""
     _keep_alive.append(code)
     _inline_codes.add(id(code))
+    if original is not None:
+        _originals[id(code)] = (original, namespace, journaled)
+
+
+def _journaled(fn: types.FunctionType) -> types.FunctionType:
+    """``fn`` (rewritten code) as the copy whose every change to a local container can be undone.
+
+    A try/with block whose calls overlap calls it instead of ``fn``: no
+    wrapper frame, so recursion stays as deep as in the plain run.
+    """
+    code = fn.__code__
+    original, namespace, journaled = _originals.get(id(code), (None, None, True))
+    if journaled or original is None:
+        return fn
+    copy = _journaled_codes.get(id(code))
+    if copy is None:
+        from pydron.tracer.rewrite import rewrite_code
+
+        copy = _journaled_codes[id(code)] = rewrite_code(original, namespace, journal_all=True)
+    twin = types.FunctionType(copy, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    twin.__kwdefaults__ = fn.__kwdefaults__
+    twin.__qualname__ = fn.__qualname__
+    return twin
 
 
 def register_twin(plain: types.CodeType, rewritten: types.CodeType) -> None:
@@ -49,16 +80,14 @@ def register_twin(plain: types.CodeType, rewritten: types.CodeType) -> None:
 
 def _twin(fn: types.FunctionType) -> Any:
     """The rewritten twin of a nested function (same globals, defaults and closure)."""
-    cached = _twins.get(id(fn))
-    if cached is not None and cached[0] is fn:
-        return cached[1]
+    twin = _twins.get(fn)
+    if twin is not None and twin.__code__ is _twin_codes[id(fn.__code__)]:
+        return twin
     twin = types.FunctionType(_twin_codes[id(fn.__code__)], fn.__globals__, fn.__name__,
                               fn.__defaults__, fn.__closure__)
     twin.__kwdefaults__ = fn.__kwdefaults__
     twin.__qualname__ = fn.__qualname__
-    if len(_twins) >= _TWIN_CACHE:
-        _twins.clear()
-    _twins[id(fn)] = (fn, twin)
+    _twins[fn] = twin
     return twin
 
 
@@ -217,7 +246,7 @@ def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> A
         if inner is not None:
             return _inline(graph, types.MethodType(inner, fn.__self__), protected, journaled)
     elif kind is types.BuiltinMethodType and id(getattr(fn, "__self__", None)) in graph.local:
-        if fn.__name__ in _NATIVE_LOCAL_METHODS and not journaled and not graph.journaling:
+        if fn.__name__ in _NATIVE_LOCAL_METHODS and not journaled:
             return fn
         return partial(_call_local_method, graph, fn, protected, journaled)
     if purity.is_pure(fn):
@@ -228,7 +257,9 @@ def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> A
 def _inline(graph: Graph, inner: Any, protected: bool, journaled: bool) -> Any:
     """A function the tracer rewrote, run in this graph: called as it is outside try/with."""
     if journaled:
-        return partial(_call_inline_journaled, graph, inner)
+        if type(inner) is types.MethodType:
+            return types.MethodType(_journaled(inner.__func__), inner.__self__)
+        return _journaled(inner)
     if protected:
         return partial(_call_inline, graph, protected, inner)
     return inner
@@ -312,14 +343,6 @@ def _call_inline(graph: Graph, protected: bool, fn: Callable[..., Any], *args: A
     return result
 
 
-def _call_inline_journaled(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    graph.journaling += 1
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        graph.journaling -= 1
-
-
 def _calls_back(args: tuple, kwargs: dict) -> bool:
     """True if an argument is a callable that may run user code with side effects."""
     for value in (*args, *kwargs.values()):
@@ -397,7 +420,7 @@ def _call_local_method(graph: Graph, fn: Any, protected: bool, journaled: bool,
     """A method of a container that only the schedule function holds: no sync needed."""
     if _calls_back(args, kwargs) or type(fn.__self__) not in _LOCAL_METHOD_TYPES:
         return _call_sync(graph, fn, protected, *args, **kwargs)
-    if journaled or graph.journaling:
+    if journaled:
         graph.record(journal.undo_for_method(fn.__self__, fn.__name__, args))
     result = fn(*args, **kwargs)
     if fn.__name__ == "copy":
@@ -449,7 +472,7 @@ def store_subscr(obj: Any, key: Any, value: Any, journaled: bool = False) -> Non
     graph = _is_local(obj)
     if graph is not None:
         key = resolve_top(key)
-        if journaled or graph.journaling:
+        if journaled:
             graph.record(journal.undo_setitem(obj, key))
         obj[key] = value
         return
@@ -461,7 +484,7 @@ def store_slice(obj: Any, start: Any, stop: Any, value: Any, journaled: bool = F
     """``obj[start:stop] = value``: a sync point, unless ``obj`` is a local container."""
     graph = _is_local(obj)
     if graph is not None:
-        if journaled or graph.journaling:
+        if journaled:
             graph.record(journal.undo_any(obj))
         obj[resolve_top(start):resolve_top(stop)] = value
         return
@@ -479,7 +502,7 @@ def delete_subscr(obj: Any, key: Any, journaled: bool = False) -> None:
     """``del obj[key]``: a sync point, unless ``obj`` is a local container."""
     graph = _is_local(obj)
     if graph is not None:
-        if journaled or graph.journaling:
+        if journaled:
             graph.record(journal.undo_any(obj))
         del obj[resolve_top(key)]
         return
@@ -613,7 +636,7 @@ def _inplace(op: Callable[[Any, Any], Any], journaled: bool = False) -> Callable
             return op(target, other)
         graph = _is_local(target)
         if graph is not None:
-            if journaled or graph.journaling:
+            if journaled:
                 graph.record(journal.undo_for_method(target, special, ()))
             # A future operand would take over through its reflected operator
             # and rebind the name instead of mutating the container.

@@ -22,6 +22,7 @@ from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 from pydron.runtime import purity
 from pydron.runtime.future import FUTURES, Future
 from pydron.runtime import syncpoints as sp
+from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
 from pydron.tracer.natives import find_natives
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
@@ -58,6 +59,11 @@ class Plan:
     lazy_args: set[int] = field(default_factory=set)
     flow_consumers: dict = field(default_factory=dict)
     call_producers: dict[int, frozenset] = field(default_factory=dict)  # call -> its callable's producers
+    # Where a local container may be handed over (escapes.py): these calls and
+    # stores go through the runtime whenever a local container exists.
+    escaping_calls: set[int] = field(default_factory=set)
+    escaping_stores: set[int] = field(default_factory=set)
+    holder_builds: set[int] = field(default_factory=set)  # temporary containers holding one
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -73,11 +79,14 @@ def code_kind(code: types.CodeType) -> str | None:
     return "function"
 
 
-def rewrite_code(code: types.CodeType, namespace: dict | None = None) -> types.CodeType:
+def rewrite_code(code: types.CodeType, namespace: dict | None = None,
+                 journal_all: bool = False) -> types.CodeType:
     """The rewritten copy of ``code`` (and of the functions defined inside it).
 
     ``namespace``: the function's globals, if known; only then can a loop over
-    ``range`` be known to yield ints (``natives``).
+    ``range`` be known to yield ints (``natives``). ``journal_all``: the copy
+    that a try/with block whose calls overlap calls, where every change to a
+    local container can be undone.
     """
     spec = current_spec()
     try:
@@ -90,7 +99,7 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None) -> types.C
             f"{code.co_qualname}: {exc}") from None
     plan = analyse(items, flow, spec, code_kind(code))
     _plan_natives(code, items, flow, spec, plan, namespace)
-    new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace)
+    new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace, journal_all)
     bc.clear()
     bc.extend(new_items)
     try:
@@ -102,7 +111,7 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None) -> types.C
         raise RewriteError(
             f"{code.co_filename}, line {code.co_firstlineno}: cannot rewrite "
             f"{code.co_qualname}: {type(exc).__name__}: {exc}") from None
-    sp.register_inline(new_code)
+    sp.register_inline(new_code, code, namespace, journal_all)
     return new_code
 
 
@@ -221,6 +230,12 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     plan.wraps = wraps
     plan.routed_calls = {index: index in one_at_a_time for index in calls}
     plan.call_producers = dict(calls)
+    found = maybe_local(items, flow, spec, plan.local_builds)
+    plan.escaping_calls = escaping_calls(items, flow, spec, calls, found)
+    plan.escaping_stores = escaping_stores(items, flow, found)
+    plan.holder_builds = {index for index, output in found
+                          if isinstance(items[index], Instr) and items[index].name in BUILDS
+                          and index not in plan.local_builds}
     native = set(plan.native_calls)
     for index in calls:
         depth = min(spec.call_slots(items[index]))
@@ -288,12 +303,30 @@ PLAIN_WITHOUT_FUTURES = frozenset({
 })
 
 
-def _if_futures(with_futures: list[Any], without: list[Any], spec: Spec311, location: Any) -> list[Any]:
-    """``with_futures`` while any future exists, else ``without`` (same stack effect)."""
+def _if_futures(with_futures: list[Any], without: list[Any], spec: Spec311, location: Any,
+                escaping: bool = False) -> list[Any]:
+    """``with_futures`` while any future exists, else ``without`` (same stack effect).
+
+    ``escaping``: a local container may be handed over here, so
+    ``with_futures`` runs while one exists, too.
+    """
     plain, end = Label(), Label()
-    return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
-            *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location),
+    return [*_unless_runtime_needed(plain, spec, location, escaping),
             *with_futures, Instr("JUMP_FORWARD", end, location=location), plain, *without, end]
+
+
+def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping: bool) -> list[Instr]:
+    """Jump to ``plain`` unless a future exists (or, ``escaping``, a local container)."""
+    seq = []
+    if escaping:
+        runtime = Label()
+        seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+               *spec.to_bool(location), Instr(spec.jump_if_true, runtime, location=location),
+               Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("locals", location),
+               *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location), runtime]
+        return seq
+    return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+            *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location)]
 
 
 def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
@@ -342,7 +375,7 @@ def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool) -> 
 
 
 def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, join: Label,
-          method_layout: bool = False) -> list[Instr]:
+          method_layout: bool = False, escaping: bool = False) -> list[Instr]:
     """Before a routed call: while futures exist, call through ``sp.gate`` instead.
 
     The gate gets the callable and the arguments packed in a tuple and gives
@@ -350,8 +383,7 @@ def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, joi
     without futures the original instructions run and nothing is packed.
     """
     native = Label()
-    seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
-           *spec.to_bool(location), Instr(spec.jump_if_false, native, location=location)]
+    seq = _unless_runtime_needed(native, spec, location, escaping)
     if method_layout:  # [method, self, args (, names)]: no NULL, so everything is packed
         kw_call = call.name == "CALL_KW"
         seq += [Instr("BUILD_TUPLE", int(call.arg) + 2 + kw_call, location=location),
@@ -390,7 +422,7 @@ def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
 
 
 def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
-          namespace: dict | None = None) -> list[Any]:
+          namespace: dict | None = None, journal_all: bool = False) -> list[Any]:
     out: list[Any] = []
     wrapped_outputs: dict[int, dict[int, bool]] = {}
     for (index, output), protected in plan.wraps.items():
@@ -422,7 +454,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         call_starts[start] = call
         joins[call] = Label()
     flow_consumers = plan.flow_consumers
-    method_calls, method_loads = _method_layout(items, plan, spec, generator)
+    method_calls, method_loads = _method_layout(items, plan, spec, generator or journal_all)
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
@@ -460,7 +492,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         location = item.location
         # Changes to local containers can be undone: inside a try/with block whose
         # calls overlap, and in generators (such a block may be iterating one).
-        journaled = generator or index in plan.overlap.items
+        journaled = journal_all or generator or index in plan.overlap.items
         if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
             out.extend(_sync_statement(spec, location))
         if index in plan.overlap.reconcile:
@@ -468,7 +500,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         if index in call_starts:
             gated = call_starts[index]
             out.extend(_gate(items[gated], spec, location, call_names.get(gated), joins[gated],
-                             gated in method_calls))
+                             gated in method_calls, gated in plan.escaping_calls))
         outputs = wrapped_outputs.get(index)
         if outputs:
             protected = any(outputs.values())
@@ -505,7 +537,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 if 1 in outputs:
                     out.extend(wrap)
             else:
-                out.append(_nested(item, namespace))
+                out.append(_nested(item, namespace, journal_all))
                 if index in joins:  # ``f(x)(y)``: this call's result is the next callable
                     out.append(joins[index])
                 out.extend(wrap)
@@ -516,16 +548,18 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             out.append(item)
             out.append(joins[index])
         else:
-            rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled)
+            rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled,
+                                   journal_all=journal_all)
             if item.name in PLAIN_WITHOUT_FUTURES and rewritten != [item]:
+                escaping = index in plan.escaping_stores
                 if rewritten[-1] is item:  # a helper on the value, then the instruction itself
-                    out.extend(_if_futures(rewritten[:-1], [], spec, location))
+                    out.extend(_if_futures(rewritten[:-1], [], spec, location, escaping))
                     out.append(item)
                 else:
-                    out.extend(_if_futures(rewritten, [item], spec, location))
+                    out.extend(_if_futures(rewritten, [item], spec, location, escaping))
             else:
                 out.extend(rewritten)
-        if index in plan.local_builds:
+        if index in plan.local_builds or index in plan.holder_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
@@ -547,7 +581,7 @@ def _first_instr_after(items: list[Any], index: int) -> int | None:
     return None
 
 
-def _nested(item: Instr, namespace: dict | None) -> Instr:
+def _nested(item: Instr, namespace: dict | None, journal_all: bool = False) -> Instr:
     """Functions, lambdas and comprehensions defined inside are rewritten too (same globals).
 
     Comprehensions and generator expressions are made and called on the spot,
@@ -557,15 +591,15 @@ def _nested(item: Instr, namespace: dict | None) -> Instr:
     rewritten code, ``route`` calls their rewritten twin.
     """
     if item.name == "LOAD_CONST" and isinstance(item.arg, types.CodeType) and code_kind(item.arg):
-        rewritten = rewrite_code(item.arg, namespace)
         if item.arg.co_name in COMPREHENSIONS or item.arg.co_name == "<genexpr>":
+            rewritten = rewrite_code(item.arg, namespace, journal_all)
             return Instr("LOAD_CONST", rewritten, location=item.location)
-        sp.register_twin(item.arg, rewritten)
+        sp.register_twin(item.arg, rewrite_code(item.arg, namespace))
     return item
 
 
 def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = False,
-               namespace: dict | None = None) -> list[Instr]:
+               namespace: dict | None = None, journal_all: bool = False) -> list[Instr]:
     """The rewritten form of one instruction; ``journaled``: inside a try/with
     block whose calls overlap, changes to local containers can be undone."""
     name, location = item.name, item.location
@@ -647,4 +681,4 @@ def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = Fa
     if name == "YIELD_VALUE" and generator:
         return [*_helper_on_top(sp.resolve_yield, spec, location), item]
 
-    return [_nested(item, namespace)]
+    return [_nested(item, namespace, journal_all)]
