@@ -59,6 +59,19 @@ NATIVE: set[int] = {
     )
 }
 
+# Methods of these built-in types are pure: the receiver cannot change, and
+# they keep nothing of their arguments (``"".join(parts)``, ``s.split(sep)``).
+IMMUTABLE_RECEIVERS = frozenset({str, bytes, int, float, complex, bool, tuple, frozenset, range})
+
+# Built-ins that keep no reference to their arguments (no iterator over them,
+# no container holding them): calling one hands no local container over.
+NON_RETAINING: set[int] = {
+    id(f) for f in (
+        len, abs, round, divmod, chr, ord, hex, oct, bin, hash, repr, ascii, str, int, float,
+        bool, complex, sum, min, max, any, all, isinstance, issubclass, id, callable, format, pow,
+    )
+}
+
 _keep: list[Any] = []
 
 

@@ -104,7 +104,9 @@ def _escape(obj: Any, local: dict[int, Any]) -> None:
             if local.pop(key, None) is None:
                 continue
             _dropped_locals(1)
-        stack.extend(child for child in _children(current) if type(child) in _CONTAINERS)
+        children = _children(current)
+        if not _CONTAINERS.isdisjoint(map(type, children)):  # most hold no container: C speed
+            stack.extend(child for child in children if type(child) in _CONTAINERS)
 
 
 def _dropped_locals(count: int) -> None:

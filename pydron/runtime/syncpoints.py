@@ -154,7 +154,8 @@ class MethodSite(CallSite):
         if graph is None:
             return fn
         routed = _route(graph, fn, protected=False)
-        if self.cacheable and (routed is fn or type(routed) is Ordinary):
+        if self.cacheable and (routed is fn or type(routed) is Ordinary
+                               or type(routed) is partial and routed.func is _call_pure):
             receiver = getattr(fn, "__self__", None)
             kind = type(receiver)
             if (kind is not types.ModuleType and receiver is not None and _static_type(kind)
@@ -245,10 +246,14 @@ def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> A
             inner = _twin(func)
         if inner is not None:
             return _inline(graph, types.MethodType(inner, fn.__self__), protected, journaled)
-    elif kind is types.BuiltinMethodType and id(getattr(fn, "__self__", None)) in graph.local:
-        if fn.__name__ in _NATIVE_LOCAL_METHODS and not journaled:
-            return fn
-        return partial(_call_local_method, graph, fn, protected, journaled)
+    elif kind is types.BuiltinMethodType:
+        receiver = getattr(fn, "__self__", None)
+        if id(receiver) in graph.local:
+            if fn.__name__ in _NATIVE_LOCAL_METHODS and not journaled:
+                return fn
+            return partial(_call_local_method, graph, fn, protected, journaled)
+        if type(receiver) in purity.IMMUTABLE_RECEIVERS:
+            return partial(_call_pure, graph, fn, protected)
     if purity.is_pure(fn):
         return partial(_call_pure, graph, fn, protected)
     return Ordinary(fn)

@@ -315,15 +315,30 @@ def _if_futures(with_futures: list[Any], without: list[Any], spec: Spec311, loca
             *with_futures, Instr("JUMP_FORWARD", end, location=location), plain, *without, end]
 
 
-def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping: bool) -> list[Instr]:
-    """Jump to ``plain`` unless a future exists (or, ``escaping``, a local container)."""
-    seq = []
+def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping: bool,
+                           exempt: Any = None, callable_depth: int = 0,
+                           receiver_depth: int = 0) -> list[Instr]:
+    """Jump to ``plain`` unless a future exists (or, ``escaping``, a local container).
+
+    ``exempt``: a builtin that keeps nothing of its arguments; a call of it
+    (the callable at ``callable_depth``) hands no local container over; nor
+    does a method of an immutable built-in receiver (at ``receiver_depth``).
+    """
     if escaping:
         runtime = Label()
         seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
-               *spec.to_bool(location), Instr(spec.jump_if_true, runtime, location=location),
-               Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("locals", location),
-               *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location), runtime]
+               *spec.to_bool(location), Instr(spec.jump_if_true, runtime, location=location)]
+        if exempt is not None:
+            seq += [Instr("COPY", callable_depth, location=location),
+                    Instr("LOAD_CONST", exempt, location=location), Instr("IS_OP", 0, location=location),
+                    Instr(spec.jump_if_true, plain, location=location)]
+        if receiver_depth:
+            seq += [Instr("COPY", receiver_depth, location=location), *_helper_on_top(type, spec, location),
+                    Instr("LOAD_CONST", purity.IMMUTABLE_RECEIVERS, location=location),
+                    Instr("CONTAINS_OP", 0, location=location),
+                    Instr(spec.jump_if_true, plain, location=location)]
+        seq += [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("locals", location),
+                *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location), runtime]
         return seq
     return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
             *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location)]
@@ -374,8 +389,19 @@ def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool) -> 
             join]
 
 
+def _non_retaining_builtin(items: list[Any], producers: frozenset) -> Any:
+    """The builtin a call's callable is loaded as, if it keeps nothing of its arguments."""
+    if len(producers) != 1:
+        return None
+    (producer,) = producers
+    if producer[0] == "handler" or items[producer[0]].name != "LOAD_GLOBAL":
+        return None
+    value = getattr(builtins, items[producer[0]].arg[1], None)
+    return value if value is not None and id(value) in purity.NON_RETAINING else None
+
+
 def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, join: Label,
-          method_layout: bool = False, escaping: bool = False) -> list[Instr]:
+          method_layout: bool = False, escaping: bool = False, exempt: Any = None) -> list[Instr]:
     """Before a routed call: while futures exist, call through ``sp.gate`` instead.
 
     The gate gets the callable and the arguments packed in a tuple and gives
@@ -383,7 +409,11 @@ def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, joi
     without futures the original instructions run and nothing is packed.
     """
     native = Label()
-    seq = _unless_runtime_needed(native, spec, location, escaping)
+    receiver_depth = 0
+    if method_layout and escaping:  # [method, self, args (, names)]
+        receiver_depth = int(call.arg) + 1 + (call.name == "CALL_KW")
+    seq = _unless_runtime_needed(native, spec, location, escaping, exempt,
+                                 spec.call_slots(call)[1] if exempt is not None else 0, receiver_depth)
     if method_layout:  # [method, self, args (, names)]: no NULL, so everything is packed
         kw_call = call.name == "CALL_KW"
         seq += [Instr("BUILD_TUPLE", int(call.arg) + 2 + kw_call, location=location),
@@ -500,7 +530,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         if index in call_starts:
             gated = call_starts[index]
             out.extend(_gate(items[gated], spec, location, call_names.get(gated), joins[gated],
-                             gated in method_calls, gated in plan.escaping_calls))
+                             gated in method_calls, gated in plan.escaping_calls,
+                             _non_retaining_builtin(items, plan.call_producers[gated])))
         outputs = wrapped_outputs.get(index)
         if outputs:
             protected = any(outputs.values())
