@@ -97,6 +97,13 @@ def fz_cond(x):
     return x % 3 == 0
 
 
+def fz_log(*args):
+    """``log`` that also records who called it (function and line), as the callee sees it:
+    a scheduled run must show the callee the caller's own frame, as the plain run does."""
+    caller = sys._getframe(1)
+    dhelpers.log(*args, ("caller", caller.f_code.co_name, caller.f_lineno))
+
+
 @contextlib.contextmanager
 def fz_guard(name, swallow=()):
     """A generator-based context manager that logs and may swallow exceptions."""
@@ -112,7 +119,7 @@ def fz_guard(name, swallow=()):
 #: Names the generated programs may use (their module globals).
 NAMESPACE = {
     "contextlib": contextlib,
-    "log": dhelpers.log, "log_ret": dhelpers.log_ret, "plain_add": dhelpers.plain_add,
+    "log": fz_log, "log_ret": dhelpers.log_ret, "plain_add": dhelpers.plain_add,
     "Rec": dhelpers.Rec, "CustomError": CustomError,
     "inc": dhelpers.inc, "dec": dhelpers.dec, "double": dhelpers.double, "add": dhelpers.add,
     "mul": dhelpers.mul, "ident": dhelpers.ident, "pair": dhelpers.pair,

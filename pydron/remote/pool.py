@@ -36,6 +36,7 @@ class Worker:
         self.channel = channel
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
         self.functions_sent: set[int] = set()
+        self.forget: list[int] = []  # keys to drop before the next batch
         self.alive = True
         self.window = 1
         self.info: dict[str, Any] = {}
@@ -67,7 +68,9 @@ class Pool:
         self._queue_order = iter(range(1, sys.maxsize))
         self._lock = threading.Condition()
         self._task_ids = iter(range(1, sys.maxsize))
-        self._functions: dict[Any, tuple[int, bytes]] = {}
+        # function -> (key, pickled), the newest last; at most FUNCTION_CACHE
+        # (closures made per call would otherwise pile up, here and on workers).
+        self._functions: collections.OrderedDict[Any, tuple[int, bytes]] = collections.OrderedDict()
         self._function_keys = iter(range(1, sys.maxsize))
         self._closed = False
         self._next_worker = 0  # round-robin among equally busy workers
@@ -219,6 +222,9 @@ class Pool:
             for update in _import_updates(worker):
                 worker.channel.send(update)
             worker.channel.send(("run", messages))
+            if worker.forget:  # after the batch: a task in it may still name one of them
+                forget, worker.forget = worker.forget, []
+                worker.channel.send(("forget", forget))
         except (OSError, EOFError, execnet.RemoteError, ValueError):
             self._worker_died(worker)
 
@@ -246,6 +252,15 @@ class Pool:
         if cached is None:
             cached = (next(self._function_keys), protocol.dump_function(fn))
             self._functions[fn] = cached
+            if len(self._functions) > FUNCTION_CACHE:
+                _, (old_key, _) = self._functions.popitem(last=False)
+                with self._lock:
+                    for worker in self._workers:
+                        if old_key in worker.functions_sent:
+                            worker.functions_sent.discard(old_key)
+                            worker.forget.append(old_key)
+        else:
+            self._functions.move_to_end(fn)
         return cached
 
     # -- results ----------------------------------------------------------
@@ -352,6 +367,9 @@ def _release(specs: Sequence[Any]) -> BaseException | None:
             first = first or exc
     return first
 
+
+# Pickled functions kept (and kept on each worker), least recently used dropped first.
+FUNCTION_CACHE = 256
 
 # A task is short below this (seconds): short tasks need a deep pipeline.
 SHORT_SECONDS = 0.005

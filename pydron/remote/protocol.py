@@ -13,6 +13,7 @@ master -> worker
                                                    workers): add the new entries
     ("ship", {"relative/path.py": source, ...})    modules the master imported since the
                                                    last shipment (remote workers)
+    ("forget", [fn_key, ...])                      functions the master no longer caches
     ("run", [TASK, ...])                           a batch of tasks
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])

@@ -173,6 +173,10 @@ def serve(channel):
         if kind in ("path", "ship"):
             _update_imports(kind, body)
             continue
+        if kind == "forget":  # the master dropped these functions from its cache
+            for key in body:
+                functions.pop(key, None)
+            continue
         results = []
         flushed = time.perf_counter()
         for task in body:

@@ -141,6 +141,7 @@ class Graph:
                 FUTURES.locals += 1
         local[id(container)] = container
         self._local_changes += 1
+        self.prune_local()
 
     def _forget_locals(self, keys: list[int]) -> None:
         for key in keys:
