@@ -34,6 +34,7 @@ _keep_alive: list[Any] = []
 _twin_codes: dict[int, types.CodeType] = {}
 # plain function -> its twin; weak, so that neither outlives the function
 _twins: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+_journaled_twins: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 # id(rewritten code) -> (the plain code, its globals, journaled), and the
@@ -51,21 +52,28 @@ def register_inline(code: types.CodeType, original: types.CodeType | None = None
         _originals[id(code)] = (original, namespace, journaled)
 
 
+def _journaled_code(code: types.CodeType) -> types.CodeType:
+    """The journaled copy of rewritten ``code`` (itself if it is one already)."""
+    original, namespace, journaled = _originals.get(id(code), (None, None, True))
+    if journaled or original is None:
+        return code
+    copy = _journaled_codes.get(id(code))
+    if copy is None:
+        from pydron.tracer.rewrite import rewrite_code
+
+        copy = _journaled_codes[id(code)] = rewrite_code(original, namespace, journal_all=True)
+    return copy
+
+
 def _journaled(fn: types.FunctionType) -> types.FunctionType:
     """``fn`` (rewritten code) as the copy whose every change to a local container can be undone.
 
     A try/with block whose calls overlap calls it instead of ``fn``: no
     wrapper frame, so recursion stays as deep as in the plain run.
     """
-    code = fn.__code__
-    original, namespace, journaled = _originals.get(id(code), (None, None, True))
-    if journaled or original is None:
+    copy = _journaled_code(fn.__code__)
+    if copy is fn.__code__:
         return fn
-    copy = _journaled_codes.get(id(code))
-    if copy is None:
-        from pydron.tracer.rewrite import rewrite_code
-
-        copy = _journaled_codes[id(code)] = rewrite_code(original, namespace, journal_all=True)
     twin = types.FunctionType(copy, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     twin.__kwdefaults__ = fn.__kwdefaults__
     twin.__qualname__ = fn.__qualname__
@@ -78,16 +86,22 @@ def register_twin(plain: types.CodeType, rewritten: types.CodeType) -> None:
     _twin_codes[id(plain)] = rewritten
 
 
-def _twin(fn: types.FunctionType) -> Any:
-    """The rewritten twin of a nested function (same globals, defaults and closure)."""
-    twin = _twins.get(fn)
-    if twin is not None and twin.__code__ is _twin_codes[id(fn.__code__)]:
+def _twin(fn: types.FunctionType, journaled: bool = False) -> Any:
+    """The rewritten twin of a nested function (same globals, defaults and closure).
+
+    ``journaled``: the copy that try/with blocks whose calls overlap call.
+    """
+    cache = _journaled_twins if journaled else _twins
+    twin = cache.get(fn)
+    if twin is not None and twin.__defaults__ is fn.__defaults__:
         return twin
-    twin = types.FunctionType(_twin_codes[id(fn.__code__)], fn.__globals__, fn.__name__,
-                              fn.__defaults__, fn.__closure__)
+    code = _twin_codes[id(fn.__code__)]
+    if journaled:
+        code = _journaled_code(code)
+    twin = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     twin.__kwdefaults__ = fn.__kwdefaults__
     twin.__qualname__ = fn.__qualname__
-    _twins[fn] = twin
+    cache[fn] = twin
     return twin
 
 
@@ -111,10 +125,13 @@ class CallSite:
     call still goes through ``gate`` whenever futures exist.
     """
 
-    __slots__ = ("fast", "cacheable", "journaled")
+    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin")
 
     def __init__(self, cacheable: bool, journaled: bool = False) -> None:
         self.fast: Any = _NOTHING
+        # The nested function last called here, and its twin (called instead).
+        self.plain: Any = _NOTHING
+        self.twin: Any = None
         # False where an argument is a generator expression or a function made
         # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
         self.cacheable = cacheable
@@ -131,6 +148,9 @@ class CallSite:
         if self.cacheable and (routed is fn or type(routed) is Ordinary or purity.is_pure(fn)) \
                 and _cacheable(fn):
             self.fast = fn
+        elif (type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes
+              and fn.__defaults__ is None and fn.__kwdefaults__ is None):
+            self.plain, self.twin = fn, routed  # defaults can be reassigned: only without them
         return routed
 
 
@@ -234,6 +254,8 @@ def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> A
         code = id(fn.__code__)
         inner = fn if code in _inline_codes else None
         if inner is None and code in _twin_codes:
+            if journaled and not protected:
+                return _twin(fn, journaled=True)
             inner = _twin(fn)
         if inner is None:
             inner = getattr(fn, SCHEDULE_MARK, None)

@@ -27,59 +27,93 @@ from pydron.tracer.versions import Spec311
 
 _LOADS = ("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_AND_CLEAR", "LOAD_FAST_LOAD_FAST",
           "STORE_FAST_LOAD_FAST")
+# Build a new value from their operands (it may be, or hold, what they are or hold).
 _HOLDERS = ("BUILD_TUPLE", "BUILD_LIST", "BUILD_SET", "BUILD_MAP", "BUILD_CONST_KEY_MAP",
             "BUILD_SLICE", "LIST_APPEND", "SET_ADD", "MAP_ADD", "LIST_EXTEND", "SET_UPDATE",
-            "DICT_UPDATE", "DICT_MERGE", "LIST_TO_TUPLE", "BINARY_OP", "BINARY_SUBSCR",
-            "BINARY_SLICE", "GET_ITER", "UNPACK_SEQUENCE", "UNPACK_EX")
+            "DICT_UPDATE", "DICT_MERGE", "LIST_TO_TUPLE", "BINARY_OP")
+# Take a value out of a container (it may be a local container if the container holds one).
+_ELEMENTS = ("BINARY_SUBSCR", "BINARY_SLICE", "UNPACK_SEQUENCE", "UNPACK_EX")
 _FRESH_NAMES = frozenset({"list", "dict", "set", "sorted"})
 
 
 def maybe_local(items: list[Any], flow: Flow, spec: Spec311, builds: set[int]) -> set[Producer]:
-    """The producers whose value may be (or hold) a container local to the function."""
-    stores = _stores(items, flow)
-    found: set[Producer] = {(index, 0) for index in builds}
-    names: set[str] = set()
+    """The producers whose value may be, or may hold, a container local to the function.
 
-    def any_in(slot: frozenset) -> bool:
-        return any(p in found for p in slot)
+    Two facts per value, so that iterating a fresh container (``sorted(d.items())``)
+    does not make every item suspect: *is* (it may be a local container) and
+    *holds* (one may be inside it); an item taken out of a container is
+    suspect only if the container may hold one.
+    """
+    stores = _stores(items, flow)
+    is_: set[Producer] = {(index, 0) for index in builds}
+    holds: set[Producer] = set()
+    is_names: set[str] = set()
+    holds_names: set[str] = set()
+
+    def any_of(found: set[Producer], slots: Any) -> bool:
+        return any(p in found for slot in slots for p in slot)
 
     changed = True
     while changed:
         changed = False
         for name, slots in stores.items():
-            if name not in names and any(any_in(slot) for slot in slots):
-                names.add(name)
+            if name not in is_names and any_of(is_, slots):
+                is_names.add(name)
+                changed = True
+            if name not in holds_names and any_of(holds, slots):
+                holds_names.add(name)
                 changed = True
         for index, item in enumerate(items):
             if not isinstance(item, Instr) or index not in flow.before:
                 continue
             stack = flow.before[index]
-            outputs: list[int] = []
             name = item.name
+            new_is: list[int] = []
+            new_holds: list[int] = []
             if name in _LOADS:
-                arg_names = _arg_names(item)
                 # (3.13 names cells by bytecode's CellVar objects: never local here)
-                outputs = [k for k, n in enumerate(arg_names) if isinstance(n, str) and n in names]
+                arg_names = _arg_names(item)
                 if name == "STORE_FAST_LOAD_FAST":
-                    last = arg_names[-1]
-                    outputs = [0] if isinstance(last, str) and last in names else []
+                    arg_names = arg_names[-1:]
+                for k, n in enumerate(arg_names):
+                    if isinstance(n, str):
+                        if n in is_names:
+                            new_is.append(k)
+                        if n in holds_names:
+                            new_holds.append(k)
             elif name == "COPY":
-                if any_in(stack[-int(item.arg)]):
-                    outputs = [0]
+                source = [stack[-int(item.arg)]]
+                new_is = [0] if any_of(is_, source) else []
+                new_holds = [0] if any_of(holds, source) else []
             elif name in _HOLDERS:
                 pops, pushes = spec.effect(item, False)
-                if any(any_in(slot) for slot in stack[len(stack) - pops:]):
-                    outputs = list(range(pushes))
+                operands = stack[len(stack) - pops:]
+                if any_of(is_, operands) or any_of(holds, operands):
+                    new_is = new_holds = list(range(pushes))
+            elif name in _ELEMENTS:
+                pops, pushes = spec.effect(item, False)
+                if any_of(holds, stack[len(stack) - pops:]):
+                    new_is = new_holds = list(range(pushes))
+            elif name == "GET_ITER":  # an iterator hands its container over, not more
+                new_is = [0] if any_of(is_, stack[-1:]) or any_of(holds, stack[-1:]) else []
+                new_holds = [0] if any_of(holds, stack[-1:]) else []
             elif name == "FOR_ITER":
-                if any_in(stack[-1]):
-                    outputs = [1]
+                if any_of(holds, stack[-1:]):
+                    new_is = new_holds = [1]
             elif name in spec.call_names and _fresh_call(items, flow, spec, index):
-                outputs = [0]
-            for output in outputs:
-                if (index, output) not in found:
-                    found.add((index, output))
+                new_is = [0]
+                depth = min(spec.call_slots(item))
+                if any_of(is_, stack[len(stack) - depth + 1:]) or any_of(holds, stack[len(stack) - depth + 1:]):
+                    new_holds = [0]
+            for output in new_is:
+                if (index, output) not in is_:
+                    is_.add((index, output))
                     changed = True
-    return found
+            for output in new_holds:
+                if (index, output) not in holds:
+                    holds.add((index, output))
+                    changed = True
+    return is_ | holds
 
 
 def _fresh_call(items: list[Any], flow: Flow, spec: Spec311, index: int) -> bool:

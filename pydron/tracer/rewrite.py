@@ -300,6 +300,7 @@ PLAIN_WITHOUT_FUTURES = frozenset({
     "STORE_ATTR", "STORE_SUBSCR", "STORE_SLICE", "DELETE_ATTR", "DELETE_SUBSCR", "IS_OP",
     "STORE_GLOBAL", "STORE_DEREF", "YIELD_VALUE", "FORMAT_VALUE", "CONVERT_VALUE",
     "FORMAT_SIMPLE", "FORMAT_WITH_SPEC", "BUILD_STRING", "RAISE_VARARGS",
+    "MATCH_SEQUENCE", "MATCH_MAPPING", "MATCH_CLASS",
 })
 
 
@@ -346,11 +347,17 @@ def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping:
 
 def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
     """Route the callable on top of the stack, unless it is the one ``site`` last found plain."""
-    skip = Label()
+    skip, route = Label(), Label()
     return [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
             spec.load_attr("fast", location), Instr("IS_OP", 0, location=location),
             Instr(spec.jump_if_true, skip, location=location),
-            *_helper_on_top(site.route, spec, location), skip]
+            # the nested function last called here: its twin, without a call
+            Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+            spec.load_attr("plain", location), Instr("IS_OP", 0, location=location),
+            Instr(spec.jump_if_false, route, location=location),
+            Instr("POP_TOP", location=location), Instr("LOAD_CONST", site, location=location),
+            spec.load_attr("twin", location), Instr("JUMP_FORWARD", skip, location=location),
+            route, *_helper_on_top(site.route, spec, location), skip]
 
 
 def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> tuple[set[int], set[int]]:
@@ -581,7 +588,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         else:
             rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled,
                                    journal_all=journal_all)
-            if item.name in PLAIN_WITHOUT_FUTURES and rewritten != [item]:
+            if (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
+                    and rewritten != [item]:
                 escaping = index in plan.escaping_stores
                 if rewritten[-1] is item:  # a helper on the value, then the instruction itself
                     out.extend(_if_futures(rewritten[:-1], [], spec, location, escaping))
