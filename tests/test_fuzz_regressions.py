@@ -445,3 +445,53 @@ def finally_returns_after_unmatched_exception_in_with(a, xs):
 
 def test_finally_returns_after_unmatched_exception_in_with():
     assert_equivalent(finally_returns_after_unmatched_exception_in_with, 6, [])
+
+
+# ---------------------------------------------------------------------------
+# Fixed (fuzzer, seed 81): a call that fails in a ``finally`` run on the way
+# out of a failed call, inside a try block whose calls overlap, was dropped as
+# if it had been issued speculatively, and the first exception escaped. In the
+# plain run the finally's exception replaces the first one (which becomes its
+# ``__context__``). Calls issued after a failure was raised ran in its
+# handlers; only those issued between the failed call and its raise did not.
+# ---------------------------------------------------------------------------
+
+
+def failure_in_finally_replaces_failure(x):
+    try:
+        try:
+            v = boom(x)  # plain: raises first
+        finally:
+            v = fail_on(x, x)  # plain: raises here, replacing boom's exception
+    except KeyError:
+        v = "caught"
+    return v
+
+
+def failure_in_handler_replaces_failure(x):
+    try:
+        try:
+            v = boom(x)
+        except Exception:
+            log("handler")
+            v = fail_on(x, x)
+    except KeyError:
+        v = "caught"
+    return v
+
+
+def speculative_failure_still_dropped(x):
+    try:
+        a = boom(x)  # raises: the plain run never issues the next call
+        b = fail_on(x, x)
+    except ValueError as e:
+        return ("caught", str(e))
+    return a, b
+
+
+@pytest.mark.parametrize("fn", [failure_in_finally_replaces_failure,
+                                failure_in_handler_replaces_failure,
+                                speculative_failure_still_dropped],
+                         ids=lambda fn: fn.__name__)
+def test_failure_raised_on_the_way_out_replaces_the_first(fn):
+    assert_equivalent(fn, 3)

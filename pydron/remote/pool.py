@@ -277,18 +277,21 @@ class Pool:
             for task_id, ok, data, remote_tb in body:
                 entry = worker.inflight.pop(task_id, None)
                 if entry is not None:
-                    finished.append((entry, ok, data, remote_tb))
+                    # Only the future: the task (and its arguments) is dropped
+                    # before anyone learns it finished, as in the plain run.
+                    finished.append((entry[0].future, entry[1], ok, data, remote_tb))
                     seconds = now - entry[2]
                     _adapt_window(worker, seconds)
                     if len(self._short) > 10_000:
                         self._short.clear()
                     self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS
+            entry = None
             self._lock.notify()
-        for (task, graph, _), ok, data, remote_tb in finished:
+        for future, graph, ok, data, remote_tb in finished:
             if ok:
-                graph.finish(task.future, ok=True, payload=data)
+                graph.finish(future, ok=True, payload=data)
             else:
-                graph.finish(task.future, ok=False, error=_remote_error(data, remote_tb, worker))
+                graph.finish(future, ok=False, error=_remote_error(data, remote_tb, worker))
 
     def _worker_died(self, worker: Worker) -> None:
         with self._lock:

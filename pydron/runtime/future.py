@@ -8,6 +8,7 @@ hashing, formatting) wait for it, so glue code runs unmodified.
 from __future__ import annotations
 
 import operator
+import sys
 import threading
 from typing import Any, Callable
 
@@ -50,7 +51,7 @@ class Future:
     __slots__ = (
         "_pd_graph", "_pd_seq", "_pd_state", "_pd_value", "_pd_bytes",
         "_pd_error", "_pd_origin", "_pd_site", "_pd_dependents", "_pd_label",
-        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "__weakref__",
+        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "_pd_context", "__weakref__",
     )
     # numpy and friends: let our reflected operators run instead of coercing us.
     __array_ufunc__ = None
@@ -68,6 +69,9 @@ class Future:
         # The future whose own failure this one carries (itself, or a dependency).
         object.__setattr__(self, "_pd_origin", None)
         object.__setattr__(self, "_pd_site", site)
+        # The exception being handled when the call was made: its failure's
+        # ``__context__``, as when the plain run raises inside a handler.
+        object.__setattr__(self, "_pd_context", sys.exc_info()[1])
         object.__setattr__(self, "_pd_dependents", None)
         object.__setattr__(self, "_pd_label", label)
         object.__setattr__(self, "_pd_worker", None)

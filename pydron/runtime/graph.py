@@ -115,6 +115,7 @@ class Graph:
         self._failures: list[Future] = []
         self._failed: list[Future] = []  # every call that failed (see ``close``)
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
+        self._raised_at: dict[int, int] = {}  # id(exception) -> calls issued when it was raised
         self._raised_tb: dict[int, types.TracebackType] = {}
         # Containers built by the schedule function that nothing outside has
         # seen yet: mutating them is not a sync point. id -> container.
@@ -173,12 +174,14 @@ class Graph:
         self._journal.clear()
         self._local_ready.clear()
         self._raised.clear()
+        self._raised_at.clear()
         self._raised_tb.clear()
         self._failures.clear()
         for future in self._failed:
             object.__setattr__(future, "_pd_error", None)
             object.__setattr__(future, "_pd_site", None)
             object.__setattr__(future, "_pd_origin", None)
+            object.__setattr__(future, "_pd_context", None)
         self._failed.clear()
 
     def record(self, undo: Callable[[], None] | None) -> None:
@@ -307,6 +310,7 @@ class Graph:
                 # Only a failure needs its call site; the frames would keep
                 # the schedule function's locals (futures among them) alive.
                 object.__setattr__(future, "_pd_site", None)
+                object.__setattr__(future, "_pd_context", None)
                 self._outstanding.pop(future._pd_seq, None)
                 ready = self._release_locked(future, None)
             else:
@@ -446,30 +450,45 @@ class Graph:
                 return
             mine = self._raised.get(id(error))
             theirs = self._raised.get(id(earlier), 0)
+            if mine is not None and mine < theirs <= self._raised_at.get(id(error), theirs):
+                return  # issued after the failed call, before it was raised: never ran
             if mine is not None and mine < theirs:
-                return
+                earlier.__context__ = error  # failed in a finally on the way out
+                raise
             earlier.__context__ = None
             raise
 
     def reconcile(self, error: BaseException) -> BaseException:
         """A handler is about to catch ``error``: the exception the sequential run would catch.
 
-        An earlier call that failed wins over ``error``. Calls issued after the
-        winning failure never happened sequentially: their failures are dropped.
+        An earlier call that failed wins over ``error``. Calls issued after a
+        failed call but before its failure was raised never happened
+        sequentially: their failures are dropped. Calls issued once it was
+        raised ran in a ``finally`` or handler on its way: the first of them
+        to fail replaces it, as it does in the plain run.
         """
         if isinstance(error, (KeyboardInterrupt, SystemExit, GeneratorExit)):
             return error
         self._wait(self._nothing_outstanding)
-        cutoff = self._raised.get(id(error), self._seq + 1)
-        if self._failures:
-            earliest = min(self._failures, key=lambda f: f._pd_seq)
-            if earliest._pd_seq < cutoff:
-                try:
-                    self._raise(earliest)
-                except BaseException as winner:  # noqa: BLE001 - we only want it built
-                    winner.__context__ = error.__context__
-                    error = winner
-                cutoff = earliest._pd_seq
+        while True:
+            cutoff = self._raised.get(id(error), self._seq + 1)
+            noticed = self._raised_at.get(id(error), self._seq)
+            # issued after the failed call, before it was raised: never ran
+            self._failures = [f for f in self._failures if not cutoff < f._pd_seq <= noticed]
+            earlier = [f for f in self._failures if f._pd_seq < cutoff]
+            later = [f for f in self._failures if f._pd_seq > noticed]
+            if earlier:
+                winner, context = min(earlier, key=lambda f: f._pd_seq), error.__context__
+            elif later:
+                winner, context = min(later, key=lambda f: f._pd_seq), error
+            else:
+                break
+            try:
+                self._raise(winner)
+            except BaseException as raised:  # noqa: BLE001 - we only want it built
+                raised.__context__ = context
+                error = raised
+            self._raised_at[id(error)] = self._seq
         self._failures = [f for f in self._failures if f._pd_seq < cutoff]
         self._discarded.append((cutoff + 1, self._seq))
         # Changes made once the failed call was issued never happened sequentially.
@@ -481,7 +500,10 @@ class Graph:
 
     def _raise(self, origin: Future) -> None:
         error = origin._pd_error
+        if origin._pd_context is not None and error.__context__ is None:
+            error.__context__ = origin._pd_context
         self._raised[id(error)] = origin._pd_seq
+        self._raised_at[id(error)] = self._seq  # calls issued after this ran in its handlers
         site = origin._pd_site
         if site is not None:
             tb = None
