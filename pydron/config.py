@@ -174,6 +174,15 @@ class _Entry:
             raise self.error(field, f"expected a positive integer, got {_show(value)}")
         return value
 
+    def check_count(self, field: str, count: int) -> None:
+        """Refuse more local workers than the cores can take, unless "oversubscribe": true."""
+        oversubscribe = self.data.get("oversubscribe", False)
+        if not isinstance(oversubscribe, bool):
+            raise self.error("oversubscribe", f"expected true or false, got {_show(oversubscribe)}")
+        reason = _too_many(count)
+        if reason is not None and not oversubscribe:
+            raise self.error(field, f"{reason}; add \"oversubscribe\": true to this entry if you mean it")
+
     def string(self, field: str) -> str:
         value = self.data[field]
         if not isinstance(value, str) or not value.strip():
@@ -181,9 +190,39 @@ class _Entry:
         return value
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), not all the machine's."""
+    counter = getattr(os, "process_cpu_count", None)  # 3.13
+    if counter is not None:
+        return counter() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# Local workers beyond this many per usable core need an explicit "oversubscribe".
+OVERSUBSCRIBE_FACTOR = 4
+OVERSUBSCRIBE_VAR = "PYDRON_OVERSUBSCRIBE"
+
+
+def _too_many(count: int) -> str | None:
+    """Why ``count`` local worker processes are refused, or None."""
+    limit = OVERSUBSCRIBE_FACTOR * usable_cores()
+    if count <= limit:
+        return None
+    return (f"{count} local worker processes on {usable_cores()} usable core(s) "
+            f"(more than {OVERSUBSCRIBE_FACTOR} per core)")
+
+
+def _local_count(xspecs: list[str]) -> int:
+    return sum(1 for xspec in xspecs if execnet.XSpec(xspec).popen and not execnet.XSpec(xspec).via)
+
+
 def _multicore(entry: _Entry) -> list[GatewaySpec]:
-    entry.fields(required=("cores",))
+    entry.fields(required=("cores",), optional=("oversubscribe",))
     cores = entry.positive_int("cores")
+    entry.check_count("cores", cores)
     return [
         GatewaySpec(f"{entry.name} (multicore) #{k}", local_python_spec())
         for k in range(1, cores + 1)
@@ -191,12 +230,13 @@ def _multicore(entry: _Entry) -> list[GatewaySpec]:
 
 
 def _execnet(entry: _Entry) -> list[GatewaySpec]:
-    entry.fields(required=("spec",))
+    entry.fields(required=("spec",), optional=("oversubscribe",))
     spec = entry.string("spec")
     try:
         xspecs = _split_tx(spec)
     except ValueError as exc:
         raise entry.error("spec", f"invalid execnet spec {_show(spec)}: {exc}") from None
+    entry.check_count("spec", _local_count(xspecs))
     return [
         GatewaySpec(f"{entry.name} (execnet {spec.strip()!r}) #{k}", xspec)
         for k, xspec in enumerate(xspecs, 1)
@@ -481,15 +521,20 @@ def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:
     tx = environ.get(TX_VAR, "")
     if tx.strip():
         specs = [part for part in tx.split(";") if part.strip()]
+        if not specs:
+            raise ConfigError(f"{TX_VAR}: no worker spec in {tx!r} (e.g. {TX_VAR}=\"2*popen\")")
         gateways: list[GatewaySpec] = []
         for spec in specs:
             try:
                 gateways.extend(_tx_gateways(spec, TX_VAR))
             except ConfigError as exc:
                 raise ConfigError(f"{TX_VAR}: {exc}") from None
+        reason = _too_many(_local_count([g.xspec for g in gateways]))
+        if reason is not None and environ.get(OVERSUBSCRIBE_VAR, "") in ("", "0"):
+            raise ConfigError(f"{TX_VAR}: {reason}; set {OVERSUBSCRIBE_VAR}=1 if you mean it")
         return gateways
     path = find_config_file(environ)
     if path is not None:
         return load_config(path)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     return [GatewaySpec(f"popen-{k}", local_python_spec()) for k in range(1, cores + 1)]

@@ -6,6 +6,7 @@ speed and pickling by reference).
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -20,6 +21,12 @@ def functional(fn: F) -> F:
         return fn
     if not callable(fn):
         raise TypeError(f"@pydron.functional needs a function, got {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        code = getattr(fn, "__code__", None)
+        where = f" ({code.co_filename}, line {code.co_firstlineno})" if code is not None else ""
+        raise TypeError(f"@pydron.functional does not support async functions: "
+                        f"{getattr(fn, '__qualname__', fn)!r}{where}: its call would return "
+                        f"a coroutine, which cannot run on a worker")
     try:
         setattr(fn, MARK, True)
     except (AttributeError, TypeError):

@@ -236,8 +236,71 @@ def test_system_config_used(isolated, dirs, monkeypatch):
     assert len(worker_specs(isolated)) == 2
 
 
-@pytest.mark.parametrize("cpus,expected", [(3, 3), (None, 1)])
+@pytest.mark.parametrize("cpus,expected", [(3, 3), (1, 1)])
 def test_default_is_one_worker_per_core(isolated, monkeypatch, cpus, expected):
-    monkeypatch.setattr(config.os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(config, "usable_cores", lambda: cpus)
     gateways = worker_specs({**isolated, "PYDRON_TX": ""})
     assert gateways == [GatewaySpec(f"popen-{k}", LOCAL) for k in range(1, expected + 1)]
+
+
+def test_usable_cores_follow_cpu_affinity(monkeypatch):
+    """`taskset -c 0 python ...`: one usable core, however many the machine has."""
+    monkeypatch.delattr(config.os, "process_cpu_count", raising=False)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(config.os, "cpu_count", lambda: 64)
+    assert config.usable_cores() == 1
+
+
+def test_usable_cores_of_the_real_process():
+    assert 1 <= config.usable_cores() <= (config.os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------- oversubscription
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(config, "usable_cores", lambda: 2)
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"type": "multicore", "cores": 9}, "cores"),
+    ({"type": "execnet", "spec": "9*popen"}, "spec"),
+])
+def test_too_many_local_workers_need_oversubscribe(tmp_path, two_cores, entry, field):
+    path = write_conf(tmp_path, {"workers": [entry]})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert f"{path}: workers[0].{field}: 9 local worker processes on 2 usable core(s)" in message
+    assert '"oversubscribe": true' in message
+    assert len(load_config(write_conf(tmp_path, {"workers": [{**entry, "oversubscribe": True}]}))) == 9
+
+
+def test_four_per_core_is_allowed(tmp_path, two_cores):
+    assert len(load_config(write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 8}]}))) == 8
+
+
+def test_remote_workers_do_not_count_against_local_cores(tmp_path, two_cores):
+    path = write_conf(tmp_path, {"workers": [{"type": "execnet", "spec": "20*ssh=u@h//python=python3"}]})
+    assert len(load_config(path)) == 20
+
+
+def test_oversubscribe_must_be_a_boolean(tmp_path, two_cores):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1, "oversubscribe": "yes"}]})
+    with pytest.raises(ConfigError, match=r"workers\[0\]\.oversubscribe: expected true or false"):
+        load_config(path)
+
+
+def test_pydron_tx_oversubscription(isolated, two_cores):
+    with pytest.raises(ConfigError) as info:
+        worker_specs({**isolated, "PYDRON_TX": "100000*popen"})
+    assert str(info.value).startswith("PYDRON_TX: 100000 local worker processes on 2 usable core(s)")
+    assert "PYDRON_OVERSUBSCRIBE=1" in str(info.value)
+    assert len(worker_specs({**isolated, "PYDRON_TX": "9*popen", "PYDRON_OVERSUBSCRIBE": "1"})) == 9
+
+
+@pytest.mark.parametrize("tx", [" ; ", ";", ";;  ;"])
+def test_pydron_tx_without_a_spec_is_an_error(isolated, tx):
+    with pytest.raises(ConfigError, match="^PYDRON_TX: no worker spec in"):
+        worker_specs({**isolated, "PYDRON_TX": tx})

@@ -99,3 +99,20 @@ def test_async_function_is_refused_with_its_name():
 
     with pytest.raises(TypeError, match="fetch"):
         pydron.schedule(fetch)
+
+
+@pytest.mark.parametrize("kind", ["coroutine", "async generator"])
+def test_async_functional_is_refused_with_its_name(kind):
+    """An async functional would return a coroutine, which no worker can run or pickle."""
+    with pytest.raises(TypeError) as info:
+        if kind == "coroutine":
+            @pydron.functional
+            async def fetch(x):
+                return x
+        else:
+            @pydron.functional
+            async def fetch(x):
+                yield x
+    message = str(info.value)
+    assert "@pydron.functional does not support async functions" in message
+    assert "fetch" in message and __file__ in message
