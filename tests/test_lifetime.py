@@ -21,7 +21,7 @@ import pydron
 from pydron.config import GatewaySpec, local_python_spec
 from pydron.errors import PydronError, WorkerDied
 from pydron.remote import pool as pool_module
-from pydron.remote.pool import Pool
+from pydron.remote.pool import Pool, get_pool
 from pydron.runtime.graph import Graph
 
 GONE_WITHIN = 5.0
@@ -277,3 +277,38 @@ def test_killed_worker_is_reported_while_another_worker_is_busy(two_workers, tmp
     assert kind == "error" and isinstance(error, WorkerDied), (kind, error)
     H.call_with_timeout(g.sync, 10)
     assert took < 1.5, f"WorkerDied surfaced after {took:.1f} s"
+
+
+def test_after_every_worker_died_the_next_call_starts_new_workers(tmp_path):
+    """No hang: tasks issued while no worker is alive fail at once with WorkerDied,
+    and the next top-level schedule call runs on a fresh pool."""
+    pydron.shutdown()
+    pool = get_pool()
+    pids = [w.info["pid"] for w in pool.workers]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert not H.wait_gone(pids, 5)
+    deadline = time.monotonic() + 5
+    while pool.any_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pool.any_alive()
+
+    g = Graph(lambda: pool)
+    start = time.monotonic()
+    kind, error = H.call_with_timeout(g.submit(H.add, (1, 2), {})._pd_result, 10)
+    assert kind == "error" and isinstance(error, WorkerDied), (kind, error)
+    assert "every pydron worker has died" in str(error) and "add" in str(error)
+    assert time.monotonic() - start < 2
+
+    kind, value = H.call_with_timeout(lambda: pydron.schedule(_two_tasks)(), 60)
+    assert kind == "ok", value
+    (three, seven), ran_on = value
+    assert (three, seven) == (3, 7)
+    fresh = get_pool()
+    assert fresh is not pool and ran_on <= {w.info["pid"] for w in fresh.workers}
+    assert not ran_on & set(pids)
+
+
+def _two_tasks():
+    import dhelpers
+    return [dhelpers.inc(2), dhelpers.add(3, 4)], {dhelpers.slow_pid(k)[1] for k in range(4)}

@@ -160,6 +160,12 @@ class Pool:
             if self._closed:
                 graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
                 return
+            if not any(worker.alive for worker in self._workers):
+                name = getattr(task.fn, "__qualname__", repr(task.fn))
+                graph.finish(task.future, ok=False, error=WorkerDied(
+                    f"every pydron worker has died; {name}() was not run (the next top-level "
+                    f"schedule call starts new workers)"))
+                return
             heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
             self._lock.notify()
 
@@ -316,6 +322,11 @@ class Pool:
         for task, graph in orphans:
             graph.finish(task.future, ok=False, error=WorkerDied("every pydron worker has died"))
 
+    def any_alive(self) -> bool:
+        """True if at least one worker is still up (dead ones noticed first)."""
+        self.check_alive()
+        return any(worker.alive for worker in self._workers)
+
     def check_alive(self) -> None:
         """Notice workers whose connection closed without telling us."""
         for worker in self._workers:
@@ -461,6 +472,8 @@ def get_pool() -> Pool:
     """The process-wide pool, started on first use from the configuration."""
     global _pool
     with _pool_lock:
+        if _pool is not None and not _pool._closed and not _pool.any_alive():
+            _pool.shutdown()  # every worker died: start afresh rather than hang
         if _pool is None or _pool._closed:
             from pydron.config import worker_specs
 
