@@ -12,7 +12,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from pydron.config import TX_VAR, parse_tx, worker_specs
+from pydron.config import RETRIES_VAR, TX_VAR, parse_tx, retries, worker_specs
 from pydron.errors import ConfigError
 
 
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="workers in pytest-xdist --tx syntax, e.g. 4*popen or "
         "ssh=user@host//python=python3 (repeatable; default: PYDRON_TX, "
         "then pydron.conf, then all local cores)",
+    )
+    run.add_argument(
+        "--retries", type=int, default=None, metavar="N",
+        help="how many workers one task may take down before it fails with WorkerDied "
+        "(default: PYDRON_RETRIES, then pydron.conf's retries, then 3)",
     )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
@@ -81,7 +86,10 @@ def _run(args: argparse.Namespace) -> int:
         parse_tx(spec)  # raises ConfigError naming a malformed spec
     if args.tx:
         os.environ[TX_VAR] = ";".join(args.tx)
+    if args.retries is not None:
+        os.environ[RETRIES_VAR] = str(args.retries)
     worker_specs()  # report a bad PYDRON_TX or pydron.conf now, not mid-script
+    retries()
     if not os.path.isfile(args.script):
         print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
         return 2

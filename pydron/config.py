@@ -452,6 +452,28 @@ def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
     Any problem raises one ConfigError naming the file, the entry and the field.
     """
     path = Path(path)
+    data = _read_config(path)
+    gateways: list[GatewaySpec] = []
+    for index, item in enumerate(data["workers"]):
+        if not isinstance(item, dict):
+            raise _file_error(path, f"workers[{index}]: expected an object, got {_kind(item)}")
+        entry = _Entry(path, index, item)
+        if "type" not in item:
+            raise entry.error("type", f"missing required field (one of: {', '.join(ENTRY_TYPES)})")
+        kind = item["type"]
+        if not isinstance(kind, str) or kind not in ENTRY_TYPES:
+            raise entry.error(
+                "type", f"unknown worker type {_show(kind)} (known: {', '.join(ENTRY_TYPES)})"
+            )
+        gateways.extend(ENTRY_TYPES[kind](entry))
+    return gateways
+
+
+TOP_LEVEL = ("workers", "retries")
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The file's JSON object, its top level validated."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -465,9 +487,13 @@ def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
 
     if not isinstance(data, dict):
         raise _file_error(path, f'expected a JSON object {{"workers": [...]}}, got {_kind(data)}')
-    unknown = [key for key in data if key != "workers"]
+    unknown = [key for key in data if key not in TOP_LEVEL]
     if unknown:
-        raise _file_error(path, f"{unknown[0]}: unknown top-level field (allowed: workers)")
+        raise _file_error(path, f"{unknown[0]}: unknown top-level field (allowed: {', '.join(TOP_LEVEL)})")
+    if "retries" in data:
+        value = data["retries"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _file_error(path, f"retries: expected a positive integer, got {_show(value)}")
     if "workers" not in data:
         example = '"workers": [{"type": "multicore", "cores": 4}]'
         raise _file_error(path, f"workers: missing required field (e.g. {example})")
@@ -476,21 +502,7 @@ def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
         raise _file_error(path, f"workers: expected a list of worker entries, got {_kind(workers)}")
     if not workers:
         raise _file_error(path, "workers: expected at least one worker entry, got an empty list")
-
-    gateways: list[GatewaySpec] = []
-    for index, item in enumerate(workers):
-        if not isinstance(item, dict):
-            raise _file_error(path, f"workers[{index}]: expected an object, got {_kind(item)}")
-        entry = _Entry(path, index, item)
-        if "type" not in item:
-            raise entry.error("type", f"missing required field (one of: {', '.join(ENTRY_TYPES)})")
-        kind = item["type"]
-        if not isinstance(kind, str) or kind not in ENTRY_TYPES:
-            raise entry.error(
-                "type", f"unknown worker type {_show(kind)} (known: {', '.join(ENTRY_TYPES)})"
-            )
-        gateways.extend(ENTRY_TYPES[kind](entry))
-    return gateways
+    return data
 
 
 def _file_error(path: Path, message: str) -> ConfigError:
@@ -510,6 +522,24 @@ def _kind(value: Any) -> str:
 
 
 # ---------------------------------------------------------------- the answer
+
+
+RETRIES_VAR = "PYDRON_RETRIES"
+DEFAULT_RETRIES = 3
+
+
+def retries(environ: Mapping[str, str] = os.environ) -> int:
+    """How many workers one task may take down before it fails: `PYDRON_RETRIES`,
+    else the `retries` of the `pydron.conf` found, else 3."""
+    value = environ.get(RETRIES_VAR, "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"{RETRIES_VAR}: expected a positive integer, got {value!r}")
+        return int(value)
+    path = find_config_file(environ)
+    if path is not None:
+        return _read_config(path).get("retries", DEFAULT_RETRIES)
+    return DEFAULT_RETRIES
 
 
 def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:

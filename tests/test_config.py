@@ -304,3 +304,26 @@ def test_pydron_tx_oversubscription(isolated, two_cores):
 def test_pydron_tx_without_a_spec_is_an_error(isolated, tx):
     with pytest.raises(ConfigError, match="^PYDRON_TX: no worker spec in"):
         worker_specs({**isolated, "PYDRON_TX": tx})
+
+
+# ---------------------------------------------------------------- retries
+
+
+def test_retries_default_environment_and_file(isolated, dirs):
+    assert config.retries(isolated) == 3
+    write_conf(dirs["cwd"], {"workers": [{"type": "multicore", "cores": 1}], "retries": 5})
+    assert config.retries(isolated) == 5
+    assert config.retries({**isolated, "PYDRON_RETRIES": "2"}) == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", True, 1.5])
+def test_bad_retries_in_file_names_the_field(tmp_path, value):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}], "retries": value})
+    with pytest.raises(ConfigError, match=r"pydron\.conf: .*: retries: expected a positive integer"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-2"])
+def test_bad_pydron_retries(isolated, value):
+    with pytest.raises(ConfigError, match="^PYDRON_RETRIES: expected a positive integer"):
+        config.retries({**isolated, "PYDRON_RETRIES": value})

@@ -24,14 +24,20 @@ from pydron.remote import protocol, worker as worker_module
 from pydron.runtime.future import _MISSING
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
+# How many workers one task may take down before it fails with WorkerDied
+# (pydron.conf "retries", PYDRON_RETRIES, ``--retries``).
+DEFAULT_RETRIES = 3
 _CLOSED = object()
 
 
 class Worker:
     """The master's handle on one worker process."""
 
-    def __init__(self, label: str, gateway: execnet.Gateway, channel: Any) -> None:
+    def __init__(self, label: str, gateway: execnet.Gateway, channel: Any, spec: Any = None) -> None:
         self.label = label
+        self.spec = spec  # what started it: a replacement is started from the same
+        self.started = time.monotonic()
+        self.quick_deaths = 0  # predecessors that died soon after they started
         self.gateway = gateway
         self.channel = channel
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
@@ -53,10 +59,14 @@ class Worker:
 class Pool:
     """Runs tasks on execnet gateways; results go back to each task's graph."""
 
-    def __init__(self, specs: Sequence[Any]) -> None:
+    def __init__(self, specs: Sequence[Any], retries: int = DEFAULT_RETRIES) -> None:
         if not specs:
             raise PydronError("no workers configured")
         self._specs = list(specs)
+        # How many workers a task may take down with it before it fails.
+        self.retries = retries
+        self._starting = 0  # replacements being started
+        self._restarts = 0
         self._group = execnet.Group()
         # We stop our own gateways (see shutdown); execnet's exit hook would try to
         # start threads while the interpreter shuts down, which 3.12+ refuses.
@@ -129,7 +139,7 @@ class Pool:
                 f"worker {label} ({xspec}) runs Python {info['python']}, but the master "
                 f"runs {master}: functions travel as bytecode, so the versions must match"
             )
-        worker = Worker(label, gateway, channel)
+        worker = Worker(label, gateway, channel, spec)
         worker.info = info
         if local:
             worker.sys_path = init["sys_path"]
@@ -160,7 +170,7 @@ class Pool:
             if self._closed:
                 graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
                 return
-            if not any(worker.alive for worker in self._workers):
+            if not any(worker.alive for worker in self._workers) and not self._starting:
                 name = getattr(task.fn, "__qualname__", repr(task.fn))
                 graph.finish(task.future, ok=False, error=WorkerDied(
                     f"every pydron worker has died; {name}() was not run (the next top-level "
@@ -300,32 +310,69 @@ class Pool:
                 graph.finish(future, ok=False, error=_remote_error(data, remote_tb, worker))
 
     def _worker_died(self, worker: Worker) -> None:
+        """A worker is gone: its tasks run again elsewhere (up to ``retries`` deaths each),
+        and a new worker is started in its place."""
         with self._lock:
             if not worker.alive:
                 return
             worker.alive = False
             lost = list(worker.inflight.values())
             worker.inflight.clear()
-            orphans = []
-            if not any(w.alive for w in self._workers):
+            failed = []
+            for task, graph, _ in lost:
+                task.killed_on.append(worker.label)
+                if self._closed:
+                    failed.append((task, graph, PydronError(
+                        f"the pydron pool was shut down while worker {worker.label} ran it")))
+                elif len(task.killed_on) >= self.retries:
+                    failed.append((task, graph, WorkerDied(_poison_message(task, self.retries))))
+                else:
+                    heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
+            quick = worker.quick_deaths + (time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
+            # Not while the interpreter exits, and not for ever if every new one dies at once.
+            replace = (not self._closed and worker.spec is not None and not sys.is_finalizing()
+                       and quick < MAX_QUICK_DEATHS)
+            if replace:
+                self._starting += 1
+            self._lock.notify()
+        for task, graph, error in failed:
+            graph.finish(task.future, ok=False, error=error)
+        if replace:
+            threading.Thread(target=self._replace, args=(worker,), name="pydron-restart",
+                             daemon=True).start()
+
+    def _replace(self, dead: Worker) -> None:
+        """Start a worker from the dead one's spec; if none can start and none is left, fail the queue."""
+        self._restarts += 1
+        try:
+            started = self._start_one(dead.spec)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            started = exc
+        orphans: list = []
+        with self._lock:
+            self._starting -= 1
+            if isinstance(started, Worker):
+                if self._closed:
+                    _exit_quietly(started)
+                else:
+                    started.label = f"{dead.label}+{self._restarts}"
+                    started.quick_deaths = dead.quick_deaths + (
+                        time.monotonic() - dead.started < QUICK_DEATH_SECONDS)
+                    self._workers.append(started)
+            elif not any(w.alive for w in self._workers) and not self._starting:
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
                 self._queue.clear()
             self._lock.notify()
-        for task, graph, _ in lost:
-            if self._closed:
-                graph.finish(task.future, ok=False, error=PydronError(
-                    f"the pydron pool was shut down while worker {worker.label} ran it"))
-                continue
-            name = getattr(task.fn, "__qualname__", repr(task.fn))
-            graph.finish(task.future, ok=False, error=WorkerDied(
-                f"worker {worker.label} died while running {name}()"))
+        reason = f"{started}" if isinstance(started, BaseException) else ""
         for task, graph in orphans:
-            graph.finish(task.future, ok=False, error=WorkerDied("every pydron worker has died"))
+            graph.finish(task.future, ok=False, error=WorkerDied(
+                f"every pydron worker has died and none could be started again: {reason}"))
 
     def any_alive(self) -> bool:
-        """True if at least one worker is still up (dead ones noticed first)."""
+        """True if at least one worker is up or being started (dead ones noticed first)."""
         self.check_alive()
-        return any(worker.alive for worker in self._workers)
+        with self._lock:
+            return self._starting > 0 or any(worker.alive for worker in self._workers)
 
     def check_alive(self) -> None:
         """Notice workers whose connection closed without telling us."""
@@ -381,6 +428,31 @@ def _release(specs: Sequence[Any]) -> BaseException | None:
             first = first or exc
     return first
 
+
+def _poison_message(task: Any, retries: int) -> str:
+    name = getattr(task.fn, "__qualname__", repr(task.fn))
+    site = task.future._pd_site
+    where = ""
+    if site:
+        frame, _, lineno = site[-1]
+        where = f" (called at {frame.f_code.co_filename}, line {lineno})"
+    workers = ", ".join(task.killed_on)
+    return (f"{name}(){where} killed {len(task.killed_on)} worker(s) it ran on: {workers}; "
+            f"given up after retries={retries}")
+
+
+def _exit_quietly(worker: Worker) -> None:
+    try:
+        worker.channel.send(("stop", None))
+        worker.gateway.exit()
+    except Exception:  # noqa: BLE001 - it is going away anyway
+        pass
+
+
+# A worker that dies this soon after it started counts as a quick death; after
+# this many in a row its spec is not started again.
+QUICK_DEATH_SECONDS = 2.0
+MAX_QUICK_DEATHS = 3
 
 # Pickled functions kept (and kept on each worker), least recently used dropped first.
 FUNCTION_CACHE = 256
@@ -475,9 +547,9 @@ def get_pool() -> Pool:
         if _pool is not None and not _pool._closed and not _pool.any_alive():
             _pool.shutdown()  # every worker died: start afresh rather than hang
         if _pool is None or _pool._closed:
-            from pydron.config import worker_specs
+            from pydron.config import retries, worker_specs
 
-            _pool = Pool(worker_specs())
+            _pool = Pool(worker_specs(), retries=retries())
         return _pool
 
 

@@ -53,6 +53,7 @@ class Task:
     slots: dict[int, int] = field(default_factory=dict)
     waiting: int = 0
     payload: Any = None  # the pickled arguments (or why they could not be), made at the call
+    killed_on: list[str] = field(default_factory=list)  # workers that died running it
 
     @classmethod
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
