@@ -88,6 +88,21 @@ def _remove_shipped():
         shutil.rmtree(_SHIPPED.pop(), ignore_errors=True)
 
 
+def _cleanup_on_signals():
+    """A hang-up (the ssh session closed) or SIGTERM still removes the shipped files."""
+    import signal
+
+    def end(signum, frame):
+        _remove_shipped()
+        os._exit(128 + signum)
+
+    for name in ("SIGHUP", "SIGTERM"):
+        try:
+            signal.signal(getattr(signal, name), end)
+        except (ValueError, AttributeError):  # not the main thread, or no such signal
+            pass
+
+
 # resolve.PLAIN_TYPES (this module imports nothing from pydron: see above).
 _PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
@@ -152,6 +167,8 @@ def serve(channel):
     if init.get("chdir"):
         os.chdir(init["chdir"])
     shipped = _unpack(init["ship"]) if init.get("ship") else None
+    if shipped:
+        _cleanup_on_signals()
     watcher = threading.Thread(
         target=_watch, args=(channel, init.get("parent_pid")), daemon=True, name="pydron-watch"
     )
