@@ -1,12 +1,14 @@
 """What rewritten bytecode calls: the semantics of calls and sync points, in one place.
 
-``route(f)`` replaces every callable that a rewritten function is about to
-call. A functional function becomes a task; a schedule function or a
-function the tracer rewrote runs inline in the same graph; a known-pure
-built-in runs at once; anything else is a *sync point*: every earlier task
-has finished (the earliest failure is raised here), the arguments are
-resolved, and the call runs with no graph active, so that nothing it does can
-see a future.
+Each call site of a rewritten function has a ``CallSite``: where the callable
+is produced, ``route`` turns a functional function into a task, a function
+the tracer rewrote (a nested function's twin, another schedule function) into
+itself run inline in the same graph, and a pure built-in into a deferred
+operation; the site remembers a callable that needs none of this, so that
+the next call skips ``route``. At the call, while futures exist, ``gate``
+makes an ordinary call a *sync point*: every earlier task has finished (the
+earliest failure is raised there), the callable and arguments are resolved,
+and the interpreter then makes the call from the user's own frame.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Any, Callable
 
 from pydron.functional import MARK
 from pydron.runtime.future import Future, _defer, inplace_special
-from pydron.runtime.graph import Graph, current_graph, set_current_graph
+from pydron.runtime.graph import Graph, current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.graph import _inline_codes
 from pydron.runtime import journal, purity
@@ -204,23 +206,6 @@ def _cacheable(fn: Any) -> bool:
 
 
 _SPECIAL_PURE = {id(map), id(filter)}
-
-
-def route(fn: Any) -> Any:
-    """The callable that a rewritten call site actually calls instead of ``fn``."""
-    graph = _threads.graph
-    if graph is None:
-        return fn
-    return _route(graph, fn, protected=False)
-
-
-def route_journaled(fn: Any) -> Any:
-    """Like ``route``, inside a try/with block whose calls overlap: changes to
-    local containers, there and in functions it calls inline, can be undone."""
-    graph = _threads.graph
-    if graph is None or id(fn) in purity.NATIVE:
-        return fn
-    return _route(graph, fn, protected=False, journaled=True)
 
 
 # Methods of local containers that are right when called with futures as they

@@ -1,12 +1,18 @@
 """The rewrite of a schedule function's bytecode.
 
-Calls go through ``route`` (inserted where the callable is produced, so the
-interpreter's own call instruction stays as it was); attribute and item
-stores, in-place operators, ``is`` and stores that publish a value go through
-the helpers of ``pydron.runtime.syncpoints``, except in-place operators on
-values that ``natives`` proves to be immutable builtins. Inside try and with
-blocks, calls use ``route_protected``, and entering such a block is a sync point.
-Everything that depends on the CPython version is in ``versions``.
+Where a call's callable is produced, a per-site check skips the routing of a
+callable the site already found plain, else ``CallSite.route`` decides
+(method calls on built-in types keep the interpreter's method call); at the
+call, while futures exist (or, where escapes.py says a local container may be
+handed over, while one exists), ``gate`` gets the callable and arguments and
+the call is made with ``CALL_FUNCTION_EX``. Attribute and item stores,
+in-place operators, ``is``, f-strings, yields and stores that publish a value
+go through the helpers of ``pydron.runtime.syncpoints`` only while futures
+exist, except in-place operators on values that ``natives`` proves to be
+immutable builtins. Nested functions keep their plain code and get a rewritten
+twin. Inside try and with blocks that run one call at a time, calls use
+``route_protected``, and entering such a block is a sync point. Everything
+that depends on the CPython version is in ``versions``.
 """
 from __future__ import annotations
 
