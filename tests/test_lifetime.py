@@ -343,7 +343,7 @@ def test_after_every_worker_died_calls_run_on_new_workers(tmp_path, monkeypatch)
     kind, error = H.call_with_timeout(g.submit(H.add, (1, 2), {})._pd_result, 10)
     assert kind == "error" and isinstance(error, WorkerDied), (kind, error)
     assert "every pydron worker has died" in str(error), str(error)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 8  # seconds, not a hang (generous: CI machines are busy)
 
     kind, value = H.call_with_timeout(lambda: pydron.schedule(_two_tasks)(), 60)
     assert kind == "ok", value

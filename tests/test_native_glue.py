@@ -354,10 +354,7 @@ def case_crash_beside_task():
 
 @pytest.mark.parametrize("which, expected", [
     pytest.param("module_level", "RecursionError", id="module_level"),
-    pytest.param("nested", "RecursionError", id="nested", marks=xfail(
-        "the interpreter segfaults at exit (in weakref code run by threading._shutdown) after "
-        "a RecursionError caught inside a recursive nested function of a schedule function "
-        "(3.11 too, in most runs)", strict=False)),
+    pytest.param("nested", "RecursionError", id="nested"),
     pytest.param("beside_task", ["RecursionError", 2], id="beside_task"),
 ])
 def test_recursion_error_does_not_crash(which, expected):
@@ -574,7 +571,9 @@ def test_glue_calls_run_near_native_speed():
     n = 100_000
     sched = pydron.schedule(glue_calls)
     assert sched(n) == glue_calls(n)
-    plain_t = _best_time(glue_calls, n)
-    sched_t = _best_time(sched, n)
+    plain_t = sched_t = float("inf")
+    for _ in range(5):  # alternated, so that a busy moment hits both alike
+        plain_t = min(plain_t, _best_time(glue_calls, n, repeat=1))
+        sched_t = min(sched_t, _best_time(sched, n, repeat=1))
     print(f"plain {plain_t:.4f} s, scheduled {sched_t:.4f} s, {sched_t / plain_t:.1f}x")
     assert sched_t <= 3 * plain_t  # target 1.3x

@@ -423,6 +423,10 @@ def glue(n):
 def test_glue_overhead_is_small():
     scheduled = pydron.schedule(glue)
     assert scheduled(1000) == glue(1000)
-    plain_s = min(timed(glue, 200_000)[1] for _ in range(3))
-    sched_s = min(timed(scheduled, 200_000)[1] for _ in range(3))
+    # Alternate the two, best of 9 each: a busy moment (another test on the
+    # other core) then hits both alike instead of failing the test.
+    plain_s = sched_s = float("inf")
+    for _ in range(9):
+        plain_s = min(plain_s, timed(glue, 200_000)[1])
+        sched_s = min(sched_s, timed(scheduled, 200_000)[1])
     assert sched_s / plain_s < 1.5, f"{sched_s / plain_s:.1f}x slower than plain"

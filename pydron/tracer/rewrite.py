@@ -501,6 +501,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
+
             # FOR_ITER's exit jumps a fixed distance past its target (END_FOR, and
             # POP_TOP on 3.13): nothing may be put between them.
             for_exit = covered is not None and (items[covered].name == "END_FOR" or last_name == "END_FOR")
@@ -538,7 +539,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         journaled = journal_all or generator or index in plan.overlap.items
         if index in plan.syncs_before or item.name == "BEFORE_WITH" or index in plan.overlap.sync_before:
             out.extend(_sync_statement(spec, location))
-        if index in plan.overlap.reconcile:
+        if index in plan.overlap.reconcile and item.name != "PUSH_EXC_INFO":
             out.extend(_helper_on_top(sp.reconcile, spec, location))
         if index in call_starts:
             gated = call_starts[index]
@@ -606,6 +607,13 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 out.extend(rewritten)
         if index in plan.local_builds or index in plan.holder_builds:
             out.extend(_helper_on_top(sp.local, spec, location))
+        if index in plan.overlap.reconcile and item.name == "PUSH_EXC_INFO":
+            # After PUSH_EXC_INFO, inside the handler's cleanup range, so that a
+            # failure of the helper itself (a RecursionError) unwinds cleanly;
+            # then the exception being handled becomes the reconciled one.
+            out.extend(_helper_on_top(sp.reconcile, spec, location))
+            out.extend([Instr("SWAP", 2, location=location), Instr("POP_EXCEPT", location=location),
+                        Instr("PUSH_EXC_INFO", location=location)])
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
     return out
