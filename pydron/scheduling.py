@@ -135,7 +135,9 @@ def _user_frames(tb: types.TracebackType | None,
         tb = tb.tb_next
     result = None
     for entry in reversed(entries):
-        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+        # An instruction without a line (3.11: some cleanup code) has tb_lineno None.
+        lineno = entry.tb_lineno if entry.tb_lineno is not None else entry.tb_frame.f_code.co_firstlineno
+        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, lineno)
     return result
 
 

@@ -116,3 +116,49 @@ def test_async_functional_is_refused_with_its_name(kind):
     message = str(info.value)
     assert "@pydron.functional does not support async functions" in message
     assert "fetch" in message and __file__ in message
+
+
+_SIGINT_IN_NESTED_GENERATOR = r"""
+import signal, sys
+sys.path[:0] = {paths!r}
+import pydron
+
+@pydron.schedule
+def inner(n):
+    for i in range(n):
+        yield i
+
+@pydron.schedule
+def outer(n):
+    yield from inner(n)
+
+signal.signal(signal.SIGALRM, lambda *a: signal.raise_signal(signal.SIGINT))
+hits = 0
+for trial in range(100):
+    g = outer(10**9)
+    signal.setitimer(signal.ITIMER_REAL, 0.0005)
+    try:
+        for _ in g:
+            pass
+    except KeyboardInterrupt:
+        hits += 1
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        g.close()
+print("interrupted", hits)
+"""
+
+
+def test_sigint_while_a_nested_schedule_generator_runs():
+    """Ctrl-C (SIGINT) at any point of a `yield from` between schedule generators:
+    a KeyboardInterrupt every time, no crash, no TypeError from a line-less frame."""
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = _SIGINT_IN_NESTED_GENERATOR.replace("{paths!r}", repr([root]))
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-c", code], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "interrupted 100", proc.stdout + proc.stderr[-3000:]

@@ -509,7 +509,8 @@ class Graph:
         if site is not None:
             tb = None
             for frame, lasti, lineno in reversed(site):
-                tb = types.TracebackType(tb, frame, lasti, lineno)
+                tb = types.TracebackType(tb, frame, lasti,
+                                         lineno if lineno is not None else frame.f_code.co_firstlineno)
             self._raised_tb[id(error)] = tb
             raise error.with_traceback(tb)
         raise error
