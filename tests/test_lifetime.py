@@ -333,8 +333,13 @@ def test_after_every_worker_died_calls_run_on_new_workers(tmp_path, monkeypatch)
     assert value[0] == [3, 7] and not value[1] & set(pids)
     assert get_pool() is pool  # the same pool, with replacements
 
-    replacements = [w.info["pid"] for w in pool.workers if w.alive]
+    deadline = time.monotonic() + 30  # both replacements up, none still starting
+    while (pool._starting or sum(w.alive for w in pool.workers) < len(pids)) \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
     monkeypatch.setattr(pool, "_start_one", lambda spec: PydronError("no more processes here"))
+    replacements = [w.info["pid"] for w in pool.workers if w.alive]
+    assert len(replacements) == len(pids)
     for pid in replacements:
         os.kill(pid, signal.SIGKILL)
     assert not H.wait_gone(replacements, 5)
