@@ -83,11 +83,14 @@ class Future:
         object.__setattr__(self, "_pd_inplace_op", None)
 
     def __del__(self) -> None:
-        with _count_lock:
-            graph = self._pd_graph
-            if not graph.closed:  # a closed graph's futures no longer count (Graph.close)
-                FUTURES.live -= 1
-                graph.live_futures -= 1
+        try:
+            with _count_lock:
+                graph = self._pd_graph
+                if not graph.closed:  # a closed graph's futures no longer count (Graph.close)
+                    FUTURES.live -= 1
+                    graph.live_futures -= 1
+        except Exception:  # noqa: BLE001 - the interpreter is exiting: nothing counts any more
+            pass
 
     # -- the value ---------------------------------------------------------
     def _pd_result(self) -> Any:
