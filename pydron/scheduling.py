@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import types
 from typing import Any, Callable, TypeVar
 
 from pydron.remote.pool import get_pool
+from pydron.runtime.future import FUTURES
 from pydron.runtime.graph import Graph, _inline_codes, set_current_graph
 from pydron.runtime.resolve import resolve_deep
 from pydron.runtime.syncpoints import SCHEDULE_MARK
@@ -48,8 +50,33 @@ def schedule(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class _Stray:
+    """Futures alive when no schedule call runs are garbage in a reference cycle (or belong
+    to a suspended schedule generator); while any exists, glue code takes the slow path."""
+
+    running = 0
+    collected_at = 0
+
+
+def _collect_stray_futures() -> None:
+    """Before a top-level call: collect cyclic garbage that holds futures, once per change."""
+    live = FUTURES.live
+    if live and not _Stray.running and live != _Stray.collected_at:
+        gc.collect()
+        _Stray.collected_at = FUTURES.live
+
+
 def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """One top-level schedule call: a fresh graph, then a full sync and resolve."""
+    _collect_stray_futures()
+    _Stray.running += 1
+    try:
+        return _run_graph(rewritten, args, kwargs)
+    finally:
+        _Stray.running -= 1
+
+
+def _run_graph(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     graph = Graph(get_pool)
     previous = set_current_graph(graph)
     try:
