@@ -11,7 +11,7 @@ from pydron.remote.pool import get_pool
 from pydron.runtime.future import FUTURES
 from pydron.runtime.graph import Graph, _inline_codes, set_current_graph
 from pydron.runtime.resolve import resolve_deep
-from pydron.runtime.syncpoints import SCHEDULE_MARK
+from pydron.runtime.syncpoints import SCHEDULE_MARK, forget_call_sites
 from pydron.tracer.rewrite import rewrite_code
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,6 +74,8 @@ def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         return _run_graph(rewritten, args, kwargs)
     finally:
         _Stray.running -= 1
+        if not _Stray.running:
+            forget_call_sites()
 
 
 def _run_graph(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:

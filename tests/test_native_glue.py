@@ -579,3 +579,29 @@ def test_glue_calls_run_near_native_speed():
         sched_t = min(sched_t, _best_time(sched, n, repeat=1))
     print(f"plain {plain_t:.4f} s, scheduled {sched_t:.4f} s, {sched_t / plain_t:.1f}x")
     assert sched_t <= 3 * plain_t  # target 1.3x
+
+
+class _Captured:
+    pass
+
+
+def closure_captures_value():
+    big = _Captured()
+    ref = weakref.ref(big)
+
+    def use(x):
+        return x, big
+
+    for i in range(3):
+        use(i)
+    return ref
+
+
+@pytest.mark.timeout(30)
+def test_value_captured_by_nested_function_dies_with_the_call():
+    """A call site remembers the nested function it called last: not beyond the call."""
+    gc.collect()
+    plain_ref = closure_captures_value()
+    sched_ref = pydron.schedule(closure_captures_value)()
+    assert plain_ref() is None
+    assert sched_ref() is None

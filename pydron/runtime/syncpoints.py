@@ -127,13 +127,14 @@ class CallSite:
     call still goes through ``gate`` whenever futures exist.
     """
 
-    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin")
+    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled")
 
     def __init__(self, cacheable: bool, journaled: bool = False) -> None:
         self.fast: Any = _NOTHING
         # The nested function last called here, and its twin (called instead).
         self.plain: Any = _NOTHING
         self.twin: Any = None
+        self.filled = False  # in _FILLED_SITES
         # False where an argument is a generator expression or a function made
         # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
         self.cacheable = cacheable
@@ -150,10 +151,34 @@ class CallSite:
         if self.cacheable and (routed is fn or type(routed) is Ordinary or purity.is_pure(fn)) \
                 and _cacheable(fn):
             self.fast = fn
+            self._filled()
         elif (type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes
               and fn.__defaults__ is None and fn.__kwdefaults__ is None):
             self.plain, self.twin = fn, routed  # defaults can be reassigned: only without them
+            self._filled()
         return routed
+
+    def _filled(self) -> None:
+        if not self.filled:
+            self.filled = True
+            _FILLED_SITES.append(self)
+
+    def forget(self) -> None:
+        self.fast = self.plain = _NOTHING
+        self.twin = None
+        self.filled = False
+
+
+# Sites holding a callable (which may hold a closure and its values): emptied
+# when a top-level schedule call ends, so that nothing outlives the plain run's
+# lifetimes for longer than the call.
+_FILLED_SITES: list[CallSite] = []
+
+
+def forget_call_sites() -> None:
+    """Empty the call sites filled so far (see ``_FILLED_SITES``)."""
+    while _FILLED_SITES:
+        _FILLED_SITES.pop().forget()
 
 
 class MethodSite(CallSite):
