@@ -14,6 +14,8 @@ import sys
 import threading
 import time
 
+from pydron.functional import functional
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 LOCALMOD_DIR = os.path.join(HERE, "localmod_src")
@@ -48,6 +50,16 @@ def sleep_then_raise(seconds, exc):
 
 def worker_pid():
     return os.getpid()
+
+
+@functional
+def shout(i):
+    """Prints a line and logs a warning in the worker."""
+    import logging
+
+    print("shouting", i)
+    logging.warning("careful %d", i)
+    return i
 
 
 def exit_process():

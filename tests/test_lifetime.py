@@ -238,7 +238,6 @@ def test_killed_worker_fails_its_task_and_others_keep_working(two_workers, tmp_p
     # The survivor (and the worker started in the dead one's place) run
     # everything from now on, including tasks that depend on results computed
     # before the death.
-    survivor = {w.info["pid"] for w in pool.workers if w.info["pid"] != pid}
     g2 = Graph(lambda: pool)
     base = g2.submit(H.add, (1, 1), {})
     futs = [g2.submit(H.add, (base, i), {}) for i in range(6)]
@@ -246,7 +245,8 @@ def test_killed_worker_fails_its_task_and_others_keep_working(two_workers, tmp_p
     kind, values = H.call_with_timeout(lambda: [f._pd_result() for f in futs + where], 20)
     assert kind == "ok", (kind, values)
     assert values[:6] == [2 + i for i in range(6)]
-    assert set(values[6:]) <= survivor and pid not in values
+    survivors = {w.info["pid"] for w in pool.workers if w.info["pid"] != pid}
+    assert set(values[6:]) <= survivors and pid not in values
     g2.sync()
 
 

@@ -7,7 +7,9 @@ that workers cannot import, and one end-to-end bad configuration.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 import textwrap
 import threading
@@ -23,6 +25,9 @@ from pydron.remote import pool as pool_module
 from pydron.remote.pool import Pool
 from pydron.runtime.future import CONDITION, FAILED, PENDING, Future
 from pydron.runtime.graph import Graph
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
 
 LABELS = ("alpha", "beta")
 NOTE = re.compile(r"^Remote traceback \(worker (alpha|beta)\):\n", re.S)
@@ -423,3 +428,32 @@ def test_plain_and_other_arguments_run_on_workers(graph):
     assert result(graph.submit(H.echo, (1, "two", None, b"3", 4.5), {})) == \
         ((1, "two", None, b"3", 4.5), {})
     assert result(graph.submit(H.echo, ([1, 2],), {"k": (3,)})) == (([1, 2],), {"k": (3,)})
+
+
+_PRINTING = r'''
+import sys
+sys.path[:0] = {paths!r}
+import pydron
+import poolhelpers as H
+
+@pydron.schedule
+def run():
+    return [H.shout(i) for i in range(4)]
+
+print("result", run())
+'''
+
+
+def test_print_and_logging_in_a_task_reach_the_master_once_with_the_worker_label():
+    code = _PRINTING.replace("{paths!r}", repr([ROOT, HERE]))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYDRON_")}  # the default pool
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.splitlines()
+    assert out[-1] == "result [0, 1, 2, 3]", proc.stdout
+    for i in range(4):
+        said = [line for line in out if line.endswith(f"] shouting {i}")]
+        assert len(said) == 1 and said[0].startswith("[popen-"), proc.stdout
+        warned = [line for line in proc.stderr.splitlines() if line.endswith(f"WARNING:root:careful {i}")]
+        assert len(warned) == 1 and warned[0].startswith("[popen-"), proc.stderr

@@ -285,6 +285,9 @@ class Pool:
             self._worker_died(worker)
             return
         kind, body = message
+        if kind == "output":
+            _print_output(worker, *body)
+            return
         if kind != "done":
             return
         finished = []
@@ -439,6 +442,19 @@ def _poison_message(task: Any, retries: int) -> str:
     workers = ", ".join(task.killed_on)
     return (f"{name}(){where} killed {len(task.killed_on)} worker(s) it ran on: {workers}; "
             f"given up after retries={retries}")
+
+
+def _print_output(worker: Worker, stream: str, text: str) -> None:
+    """What a task printed, on the master's stdout or stderr, each line labelled with its worker."""
+    target = sys.stdout if stream == "out" else sys.stderr
+    if not text.endswith("\n"):
+        text += "\n"  # the worker's last words, sent when it stops
+    lines = text.splitlines(keepends=True)
+    try:
+        target.write("".join(f"[{worker.label}] {line}" for line in lines))
+        target.flush()
+    except (OSError, ValueError):  # the master's own stream is closed
+        pass
 
 
 def _exit_quietly(worker: Worker) -> None:

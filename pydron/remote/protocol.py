@@ -26,6 +26,7 @@ worker -> master
     ("ready", {"python": "3.11.7", "pid": int,     once, after init
                "tmp_dir": str or None})          (the directory of shipped files)
     ("done", [RESULT, ...])                        a batch of results
+    ("output", ("out" or "err", text))             whole lines a task printed (before its result)
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text)
 """
 from __future__ import annotations

@@ -103,6 +103,50 @@ def _cleanup_on_signals():
             pass
 
 
+class _Forward:
+    """``sys.stdout``/``sys.stderr`` of a worker: whole lines go to the master, which
+    prints them with the worker's label (the channel owns the real stdout). A line
+    is sent as soon as it is complete, so it reaches the master before the
+    result of the task that printed it."""
+
+    def __init__(self, channel, name):
+        self._channel = channel
+        self._name = name
+        self._pending = ""
+        self._lock = threading.Lock()
+        self.encoding = "utf-8"
+        self.errors = "replace"
+
+    def write(self, text):
+        with self._lock:
+            self._pending += text
+            if "\n" in self._pending:
+                lines, self._pending = self._pending.rsplit("\n", 1)
+                self._send(lines + "\n")
+        return len(text)
+
+    def flush(self):
+        with self._lock:
+            if self._pending:
+                text, self._pending = self._pending, ""
+                self._send(text)
+
+    def _send(self, text):
+        try:
+            self._channel.send(("output", (self._name, text)))
+        except Exception:  # the master is gone: nowhere to write
+            pass
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        raise OSError("a pydron worker's output goes to the master")
+
+    def writable(self):
+        return True
+
+
 # resolve.PLAIN_TYPES (this module imports nothing from pydron: see above).
 _PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
@@ -177,6 +221,8 @@ def serve(channel):
 
     channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
                             "tmp_dir": shipped}))
+    streams = (_Forward(channel, "out"), _Forward(channel, "err"))
+    sys.stdout, sys.stderr = streams
     functions = {}
     while True:
         try:
@@ -185,6 +231,8 @@ def serve(channel):
             _remove_shipped()
             os._exit(0)
         if kind == "stop":
+            for stream in streams:  # a last line without its newline
+                stream.flush()
             _remove_shipped()
             return
         if kind in ("path", "ship"):
