@@ -136,8 +136,8 @@ signal.signal(signal.SIGALRM, lambda *a: signal.raise_signal(signal.SIGINT))
 hits = 0
 for trial in range(100):
     g = outer(10**9)
-    signal.setitimer(signal.ITIMER_REAL, 0.0005)
     try:
+        signal.setitimer(signal.ITIMER_REAL, 0.0005)
         for _ in g:
             pass
     except KeyboardInterrupt:

@@ -232,6 +232,10 @@ class Pool:
                     worker.inflight.pop(task_id, None)
                     self._lock.notify()
                 graph.finish(task.future, ok=False, error=exc)
+        # Only the worker's inflight entry holds a task from here on (its
+        # arguments then die when it finishes, as in the plain run).
+        batch.clear()
+        task = graph = None
         if not messages:
             return
         try:
