@@ -410,6 +410,7 @@ class Graph:
         """A sync point: every issued task has finished; raise the earliest failure."""
         if self._outstanding or self._local_ready:
             self._wait(self._nothing_outstanding)
+        self._outstanding_seqs.clear()  # nothing outstanding: the heap holds only finished seqs
         if self._failures:
             self._raise_earliest()
         self._journal.clear()  # every call so far succeeded: nothing to take back
