@@ -11,7 +11,7 @@ from pydron.remote.pool import get_pool
 from pydron.runtime.future import FUTURES
 from pydron.runtime.graph import Graph, _inline_codes, set_current_graph
 from pydron.runtime.resolve import resolve_deep
-from pydron.runtime.syncpoints import SCHEDULE_MARK, forget_call_sites
+from pydron.runtime.syncpoints import SCHEDULE_MARK, forget_call_sites, with_code
 from pydron.tracer.rewrite import rewrite_code
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,12 +28,7 @@ def schedule(fn: F) -> F:
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         raise TypeError(f"@pydron.schedule does not support async functions: "
                         f"{fn.__qualname__} ({where})")
-    rewritten = types.FunctionType(
-        rewrite_code(fn.__code__, fn.__globals__), fn.__globals__, fn.__name__, fn.__defaults__,
-        fn.__closure__
-    )
-    rewritten.__kwdefaults__ = fn.__kwdefaults__
-    rewritten.__qualname__ = fn.__qualname__
+    rewritten = with_code(fn, rewrite_code(fn.__code__, fn.__globals__))
 
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)

@@ -76,10 +76,15 @@ def _journaled(fn: types.FunctionType) -> types.FunctionType:
     copy = _journaled_code(fn.__code__)
     if copy is fn.__code__:
         return fn
-    twin = types.FunctionType(copy, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    twin.__kwdefaults__ = fn.__kwdefaults__
-    twin.__qualname__ = fn.__qualname__
-    return twin
+    return with_code(fn, copy)
+
+
+def with_code(fn: types.FunctionType, code: types.CodeType) -> types.FunctionType:
+    """``fn`` with other code: the same globals, name, defaults and closure."""
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    copy.__qualname__ = fn.__qualname__
+    return copy
 
 
 def register_twin(plain: types.CodeType, rewritten: types.CodeType) -> None:
@@ -100,10 +105,7 @@ def _twin(fn: types.FunctionType, journaled: bool = False) -> Any:
     code = _twin_codes[id(fn.__code__)]
     if journaled:
         code = _journaled_code(code)
-    twin = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    twin.__kwdefaults__ = fn.__kwdefaults__
-    twin.__qualname__ = fn.__qualname__
-    cache[fn] = twin
+    twin = cache[fn] = with_code(fn, code)
     return twin
 
 
@@ -148,8 +150,7 @@ class CallSite:
         if graph is None:
             return fn
         routed = _route(graph, fn, protected=False, journaled=self.journaled)
-        if self.cacheable and (routed is fn or type(routed) is Ordinary or purity.is_pure(fn)) \
-                and _cacheable(fn):
+        if self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
             self.fast = fn
             self._filled()
         elif (type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes
@@ -201,14 +202,20 @@ class MethodSite(CallSite):
         if graph is None:
             return fn
         routed = _route(graph, fn, protected=False)
-        if self.cacheable and (routed is fn or type(routed) is Ordinary
-                               or type(routed) is partial and routed.func is _call_pure):
+        if self.cacheable and _plain_to_call(fn, routed):
             receiver = getattr(fn, "__self__", None)
             kind = type(receiver)
             if (kind is not types.ModuleType and receiver is not None and _static_type(kind)
                     and _method_descriptor(getattr(kind, self.name, None))):
                 self.rtype = kind
         return routed
+
+
+def _plain_to_call(fn: Any, routed: Any) -> bool:
+    """True if, while no future exists, calling ``fn`` as it is does what ``routed`` does:
+    a native or pure built-in, or an ordinary callable (a sync point only with futures)."""
+    return (routed is fn or type(routed) is Ordinary
+            or type(routed) is partial and routed.func is _call_pure)
 
 
 def _static_type(kind: type) -> bool:
