@@ -12,7 +12,7 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from pydron.config import RETRIES_VAR, TX_VAR, parse_tx, retries, worker_specs
+from pydron.config import RETRIES_VAR, TIMEOUT_VAR, TX_VAR, parse_tx, retries, timeout, worker_specs
 from pydron.errors import ConfigError
 
 
@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=None, metavar="N",
         help="how many workers one task may take down before it fails with WorkerDied "
         "(default: PYDRON_RETRIES, then pydron.conf's retries, then 3)",
+    )
+    run.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS",
+        help="stop any functional call that runs longer and raise TimeoutError "
+        "(default: PYDRON_TIMEOUT, then pydron.conf's timeout, then no limit)",
     )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
@@ -88,8 +93,15 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[TX_VAR] = ";".join(args.tx)
     if args.retries is not None:
         os.environ[RETRIES_VAR] = str(args.retries)
+    if args.timeout is not None:
+        if not 0 < args.timeout < float("inf"):
+            print(f"pydron: error: --timeout: expected a positive number of seconds, "
+                  f"got {args.timeout:g}", file=sys.stderr)
+            return 2
+        os.environ[TIMEOUT_VAR] = str(args.timeout)
     worker_specs()  # report a bad PYDRON_TX or pydron.conf now, not mid-script
     retries()
+    timeout()
     if not os.path.isfile(args.script):
         print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
         return 2

@@ -469,7 +469,7 @@ def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
     return gateways
 
 
-TOP_LEVEL = ("workers", "retries")
+TOP_LEVEL = ("workers", "retries", "timeout")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -494,6 +494,10 @@ def _read_config(path: Path) -> dict[str, Any]:
         value = data["retries"]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise _file_error(path, f"retries: expected a positive integer, got {_show(value)}")
+    if "timeout" in data:
+        value = data["timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise _file_error(path, f"timeout: expected a positive number of seconds, got {_show(value)}")
     if "workers" not in data:
         example = '"workers": [{"type": "multicore", "cores": 4}]'
         raise _file_error(path, f"workers: missing required field (e.g. {example})")
@@ -540,6 +544,28 @@ def retries(environ: Mapping[str, str] = os.environ) -> int:
     if path is not None:
         return _read_config(path).get("retries", DEFAULT_RETRIES)
     return DEFAULT_RETRIES
+
+
+TIMEOUT_VAR = "PYDRON_TIMEOUT"
+
+
+def timeout(environ: Mapping[str, str] = os.environ) -> float | None:
+    """Seconds any one functional call may run (None: no limit): `PYDRON_TIMEOUT`, else
+    the `timeout` of the `pydron.conf` found. ``@functional(timeout=...)`` overrides it."""
+    value = environ.get(TIMEOUT_VAR, "").strip()
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = 0.0
+        if not seconds > 0 or seconds == float("inf"):
+            raise ConfigError(f"{TIMEOUT_VAR}: expected a positive number of seconds, got {value!r}")
+        return seconds
+    path = find_config_file(environ)
+    if path is not None:
+        limit = _read_config(path).get("timeout")
+        return float(limit) if limit is not None else None
+    return None
 
 
 def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:

@@ -15,3 +15,8 @@ class WorkerDied(PydronError):
 
 class RemoteError(PydronError):
     """A remote exception that could not be sent back as itself (e.g. unpicklable)."""
+
+
+class CallCancelled(PydronError):
+    """A functional call that the sequential run never makes: an earlier call failed,
+    or the run ended (an exception, Ctrl-C) before its value was needed."""

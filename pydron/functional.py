@@ -14,8 +14,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 MARK = "__pydron_functional__"
 
 
-def functional(fn: F) -> F:
-    """Mark ``fn`` as functional: calls inside ``@schedule`` run as parallel tasks."""
+TIMEOUT_MARK = "__pydron_timeout__"
+
+
+def functional(fn: F | None = None, *, timeout: float | None = None) -> Any:
+    """Mark ``fn`` as functional: calls inside ``@schedule`` run as parallel tasks.
+
+    ``@functional(timeout=SECONDS)`` also limits each call: one that runs
+    longer is stopped and raises ``TimeoutError`` naming the call.
+    """
+    if fn is None:
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not timeout > 0):
+            raise ValueError(f"@pydron.functional(timeout=...): expected a positive number of "
+                             f"seconds, got {timeout!r}")
+        return lambda f: _mark_with_timeout(functional(f), timeout)
     if isinstance(fn, (staticmethod, classmethod)):
         functional(fn.__func__)
         return fn
@@ -33,6 +46,13 @@ def functional(fn: F) -> F:
         raise TypeError(
             f"@pydron.functional cannot mark {fn!r}: it does not accept attributes"
         ) from None
+    return fn
+
+
+def _mark_with_timeout(fn: Any, timeout: float | None) -> Any:
+    if timeout is not None:
+        target = fn.__func__ if isinstance(fn, (staticmethod, classmethod)) else fn
+        setattr(target, TIMEOUT_MARK, float(timeout))
     return fn
 
 

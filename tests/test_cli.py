@@ -94,3 +94,35 @@ def test_script_exit_code_propagates(clean_env):
     with pytest.raises(SystemExit) as info:
         main(["run", "script.py"])
     assert info.value.code == 3
+
+
+TIMEOUT_SCRIPT = """\
+import time
+import pydron
+
+@pydron.functional
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+@pydron.schedule
+def main():
+    return nap(30)
+
+main()
+"""
+
+
+def test_run_timeout_stops_a_long_call_with_timeout_error(tmp_path):
+    (tmp_path / "script.py").write_text(TIMEOUT_SCRIPT)
+    result = pydron("run", "--tx", "popen", "--timeout", "0.5", "script.py", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "TimeoutError: nap() (called at" in result.stderr, result.stderr
+    assert "timeout of 0.5 s" in result.stderr
+
+
+def test_run_bad_timeout_exits_2_naming_the_option(tmp_path):
+    (tmp_path / "script.py").write_text(TIMEOUT_SCRIPT)
+    result = pydron("run", "--timeout", "-1", "script.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--timeout: expected a positive number of seconds" in result.stderr

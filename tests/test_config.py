@@ -327,3 +327,26 @@ def test_bad_retries_in_file_names_the_field(tmp_path, value):
 def test_bad_pydron_retries(isolated, value):
     with pytest.raises(ConfigError, match="^PYDRON_RETRIES: expected a positive integer"):
         config.retries({**isolated, "PYDRON_RETRIES": value})
+
+
+# ---------------------------------------------------------------- timeout
+
+
+def test_timeout_default_environment_and_file(isolated, dirs):
+    assert config.timeout(isolated) is None
+    write_conf(dirs["cwd"], {"workers": [{"type": "multicore", "cores": 1}], "timeout": 2.5})
+    assert config.timeout(isolated) == 2.5
+    assert config.timeout({**isolated, "PYDRON_TIMEOUT": "7"}) == 7.0
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", True, None])
+def test_bad_timeout_in_file_names_the_field(tmp_path, value):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}], "timeout": value})
+    with pytest.raises(ConfigError, match=r"pydron\.conf: .*: timeout: expected a positive number of seconds"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-2", "inf", "nan"])
+def test_bad_pydron_timeout(isolated, value):
+    with pytest.raises(ConfigError, match="^PYDRON_TIMEOUT: expected a positive number of seconds"):
+        config.timeout({**isolated, "PYDRON_TIMEOUT": value})

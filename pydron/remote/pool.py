@@ -20,13 +20,17 @@ import cloudpickle
 import execnet
 
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
+from pydron.functional import TIMEOUT_MARK
 from pydron.remote import protocol, worker as worker_module
-from pydron.runtime.future import _MISSING
+from pydron.runtime.future import _MISSING, PENDING
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
 # How many workers one task may take down before it fails with WorkerDied
 # (pydron.conf "retries", PYDRON_RETRIES, ``--retries``).
 DEFAULT_RETRIES = 3
+# How long a cancelled or timed-out task may go on after it was told to stop
+# before its worker is killed and replaced.
+CANCEL_GRACE = float(os.environ.get("PYDRON_CANCEL_GRACE", "2"))
 _CLOSED = object()
 
 
@@ -40,6 +44,8 @@ class Worker:
         self.quick_deaths = 0  # predecessors that died soon after they started
         self.gateway = gateway
         self.channel = channel
+        self.control: Any = None  # read by the worker's receiving thread, even mid-task
+        self.stopped = False  # killed by the pool (a task would not stop): not the task's fault
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
         self.functions_sent: set[int] = set()
         self.forget: list[int] = []  # keys to drop before the next batch
@@ -59,12 +65,14 @@ class Worker:
 class Pool:
     """Runs tasks on execnet gateways; results go back to each task's graph."""
 
-    def __init__(self, specs: Sequence[Any], retries: int = DEFAULT_RETRIES) -> None:
+    def __init__(self, specs: Sequence[Any], retries: int = DEFAULT_RETRIES,
+                 timeout: float | None = None) -> None:
         if not specs:
             raise PydronError("no workers configured")
         self._specs = list(specs)
         # How many workers a task may take down with it before it fails.
         self.retries = retries
+        self.timeout = timeout  # seconds per call unless its function says otherwise
         self._starting = 0  # replacements being started
         self._restarts = 0
         self._group = execnet.Group()
@@ -85,6 +93,11 @@ class Pool:
         self._closed = False
         self._next_worker = 0  # round-robin among equally busy workers
         self._short: dict[Any, bool] = {}  # function -> its last task was short
+        # (when, order, kind, worker, task_id): a timeout to enforce, or the end of
+        # a cancelled task's grace; a watchdog thread acts on them.
+        self._deadlines: list[tuple[float, int, str, Worker, int]] = []
+        self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
+        self._watchdog: threading.Thread | None = None
         self._start_workers()
         self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
         self._thread.start()
@@ -114,8 +127,10 @@ class Pool:
             make = getattr(spec, "make_gateway", None)  # e.g. ssh.SshGatewaySpec
             gateway = make(self._group) if make else self._group.makegateway(xspec)
             channel = gateway.remote_exec(worker_module)
+            control = gateway.newchannel()
             local = gateway.spec.popen and not gateway.spec.via
             init = {
+                "control": control,
                 "sys_path": [p for p in sys.path if p] if local else [],
                 "chdir": os.getcwd() if local else None,
                 "parent_pid": os.getpid() if local else None,
@@ -140,6 +155,7 @@ class Pool:
                 f"runs {master}: functions travel as bytecode, so the versions must match"
             )
         worker = Worker(label, gateway, channel, spec)
+        worker.control = control
         worker.info = info
         if local:
             worker.sys_path = init["sys_path"]
@@ -159,6 +175,7 @@ class Pool:
 
         An argument that cannot be pickled fails the task when it is sent.
         """
+        task.timeout = getattr(task.fn, TIMEOUT_MARK, None) or self.timeout
         try:
             task.payload = protocol.dump_args(task.args, task.kwargs, task.slots)
         except Exception as exc:  # noqa: BLE001 - reported through the task's future
@@ -201,7 +218,8 @@ class Pool:
         """
         best = None
         count = len(self._workers)
-        short = self._short.get(_key(task.fn), False)
+        # A task with a timeout is timed from when it is sent: it never queues.
+        short = self._short.get(_key(task.fn), False) and task.timeout is None
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
             if worker.alive and len(worker.inflight) < (worker.window if short else 1):
@@ -219,6 +237,8 @@ class Pool:
             self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
             worker.inflight[task_id] = (task, graph, time.perf_counter())
+            if task.timeout is not None:
+                self._add_deadline(time.monotonic() + task.timeout, "timeout", worker, task_id)
             batches.setdefault(worker, []).append((task_id, task, graph))
         return list(batches.items())
 
@@ -311,6 +331,8 @@ class Pool:
             entry = None
             self._lock.notify()
         for future, graph, ok, data, remote_tb in finished:
+            if future._pd_state is not PENDING:
+                continue  # cancelled, or timed out, while it ran
             if ok:
                 graph.finish(future, ok=True, payload=data)
             else:
@@ -327,7 +349,10 @@ class Pool:
             worker.inflight.clear()
             failed = []
             for task, graph, _ in lost:
-                task.killed_on.append(worker.label)
+                if task.future._pd_state is not PENDING:
+                    continue  # cancelled or timed out: nobody waits for it
+                if not worker.stopped:
+                    task.killed_on.append(worker.label)
                 if self._closed:
                     failed.append((task, graph, PydronError(
                         f"the pydron pool was shut down while worker {worker.label} ran it")))
@@ -335,7 +360,8 @@ class Pool:
                     failed.append((task, graph, WorkerDied(_poison_message(task, self.retries))))
                 else:
                     heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
-            quick = worker.quick_deaths + (time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
+            quick = worker.quick_deaths + (not worker.stopped
+                                           and time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
             # Not while the interpreter exits, and not for ever if every new one dies at once.
             replace = (not self._closed and worker.spec is not None and not sys.is_finalizing()
                        and quick < MAX_QUICK_DEATHS)
@@ -364,7 +390,7 @@ class Pool:
                 else:
                     started.label = f"{dead.label}+{self._restarts}"
                     started.quick_deaths = dead.quick_deaths + (
-                        time.monotonic() - dead.started < QUICK_DEATH_SECONDS)
+                        not dead.stopped and time.monotonic() - dead.started < QUICK_DEATH_SECONDS)
                     self._workers.append(started)
             elif not any(w.alive for w in self._workers) and not self._starting:
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
@@ -374,6 +400,85 @@ class Pool:
         for task, graph in orphans:
             graph.finish(task.future, ok=False, error=WorkerDied(
                 f"every pydron worker has died and none could be started again: {reason}"))
+
+    # -- cancelling and timeouts ---------------------------------------
+    def cancel(self, futures: Sequence[Any]) -> None:
+        """Stop the tasks of these futures: queued ones are dropped, running ones are
+        interrupted on their worker, whose process is killed and replaced if the task
+        does not stop within CANCEL_GRACE seconds (C code may not heed the interrupt)."""
+        wanted = {id(future) for future in futures}
+        running = []
+        with self._lock:
+            kept = [entry for entry in self._queue if id(entry[2].future) not in wanted]
+            if len(kept) != len(self._queue):
+                heapq.heapify(kept)
+                self._queue = kept
+            for worker in self._workers:
+                ids = [task_id for task_id, (task, _, _) in worker.inflight.items()
+                       if id(task.future) in wanted]
+                if ids and worker.alive:
+                    running.append((worker, ids))
+            kept = None  # type: ignore[assignment]
+        for worker, ids in running:
+            self._stop_running(worker, ids)
+
+    def _stop_running(self, worker: Worker, task_ids: list[int]) -> None:
+        try:
+            worker.control.send(("cancel", task_ids))
+        except (OSError, EOFError, execnet.RemoteError, ValueError):
+            self._worker_died(worker)
+            return
+        with self._lock:
+            for task_id in task_ids:
+                self._add_deadline(time.monotonic() + CANCEL_GRACE, "grace", worker, task_id)
+
+    def _add_deadline(self, when: float, kind: str, worker: Worker, task_id: int) -> None:
+        """Have the watchdog look at ``task_id`` at ``when`` (the pool's lock is held)."""
+        heapq.heappush(self._deadlines, (when, next(self._queue_order), kind, worker, task_id))
+        if self._watchdog is None:
+            self._watchdog = threading.Thread(target=self._watch_deadlines, name="pydron-watchdog",
+                                              daemon=True)
+            self._watchdog.start()
+        self._deadline_cv.notify()
+
+    def _watch_deadlines(self) -> None:
+        """Time out tasks that run too long; kill the workers of tasks that ignore a cancel."""
+        while True:
+            due = []
+            with self._lock:
+                while not self._closed and not due:
+                    now = time.monotonic()
+                    while self._deadlines and self._deadlines[0][0] <= now:
+                        _, _, kind, worker, task_id = heapq.heappop(self._deadlines)
+                        entry = worker.inflight.get(task_id)
+                        if entry is not None and worker.alive:  # else it finished meanwhile
+                            due.append((kind, worker, task_id, entry[0], entry[1]))
+                    if not due:
+                        wait = self._deadlines[0][0] - now if self._deadlines else None
+                        self._deadline_cv.wait(wait)
+                if self._closed:
+                    return
+            for kind, worker, task_id, task, graph in due:
+                if kind == "timeout":
+                    graph.finish(task.future, ok=False, error=TimeoutError(
+                        _timeout_message(task, worker)))
+                    self._stop_running(worker, [task_id])
+                else:
+                    self._kill(worker)
+            due = task = graph = None  # type: ignore[assignment]
+
+    def _kill(self, worker: Worker) -> None:
+        """End a worker whose task would not stop; it is replaced like one that died."""
+        worker.stopped = True
+        process = getattr(worker.gateway._io, "popen", None)
+        try:
+            if process is not None:
+                process.kill()
+            else:
+                worker.gateway.exit()
+        except Exception:  # noqa: BLE001 - gone already
+            pass
+        self._worker_died(worker)
 
     def any_alive(self) -> bool:
         """True if at least one worker is up or being started (dead ones noticed first)."""
@@ -395,6 +500,7 @@ class Pool:
                 return
             self._closed = True
             self._lock.notify_all()
+            self._deadline_cv.notify_all()
         for worker in self._workers:
             try:
                 if worker.alive:
@@ -437,15 +543,24 @@ def _release(specs: Sequence[Any]) -> BaseException | None:
 
 
 def _poison_message(task: Any, retries: int) -> str:
+    workers = ", ".join(task.killed_on)
+    return (f"{_call_text(task)} killed {len(task.killed_on)} worker(s) it ran on: {workers}; "
+            f"given up after retries={retries}")
+
+
+def _timeout_message(task: Any, worker: Worker) -> str:
+    return (f"{_call_text(task)} did not finish within its timeout of {task.timeout:g} s "
+            f"(on worker {worker.label}); it was stopped")
+
+
+def _call_text(task: Any) -> str:
+    """``name() (called at FILE, line N)``: a call as the user wrote it."""
     name = getattr(task.fn, "__qualname__", repr(task.fn))
     site = task.future._pd_site
-    where = ""
-    if site:
-        frame, _, lineno = site[-1]
-        where = f" (called at {frame.f_code.co_filename}, line {lineno})"
-    workers = ", ".join(task.killed_on)
-    return (f"{name}(){where} killed {len(task.killed_on)} worker(s) it ran on: {workers}; "
-            f"given up after retries={retries}")
+    if not site:
+        return f"{name}()"
+    frame, _, lineno = site[-1]
+    return f"{name}() (called at {frame.f_code.co_filename}, line {lineno})"
 
 
 def _print_output(worker: Worker, stream: str, text: str) -> None:
@@ -567,9 +682,9 @@ def get_pool() -> Pool:
         if _pool is not None and not _pool._closed and not _pool.any_alive():
             _pool.shutdown()  # every worker died: start afresh rather than hang
         if _pool is None or _pool._closed:
-            from pydron.config import retries, worker_specs
+            from pydron.config import retries, timeout, worker_specs
 
-            _pool = Pool(worker_specs(), retries=retries())
+            _pool = Pool(worker_specs(), retries=retries(), timeout=timeout())
         return _pool
 
 

@@ -6,6 +6,7 @@ needs nothing but a Python interpreter. See protocol.py for the messages.
 import io
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -181,8 +182,35 @@ def _error_payload(exc):
     return data, text
 
 
+class _Cancelled(BaseException):
+    """Raised in a running task that the master cancelled (a BaseException, so that
+    the task's own ``except Exception`` does not swallow it)."""
+
+
+# The task running now, and the ids the master cancelled (see _on_control).
+_running = [None]
+_cancelled = set()
+
+
+def _on_control(message):
+    """The master's control channel, read by execnet's receiving thread even while
+    a task runs: a cancelled task that is running is interrupted with SIGUSR1."""
+    kind, task_ids = message
+    if kind == "cancel":
+        _cancelled.update(task_ids)
+        if _running[0] in _cancelled:
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+
+def _interrupt(signum, frame):
+    if _running[0] is not None and _running[0] in _cancelled:
+        raise _Cancelled()
+
+
 def _run(task, functions):
     task_id, fn_key, fn_bytes, args_bytes, inputs = task
+    if task_id in _cancelled:
+        return (task_id, False, b"", None)
     try:
         if fn_bytes is not None:
             fn = pickle.loads(fn_bytes)
@@ -194,11 +222,20 @@ def _run(task, functions):
             args, kwargs = _InputsUnpickler(args_bytes, inputs, {}).load()
         else:
             args, kwargs = pickle.loads(args_bytes)
+        _running[0] = task_id
         value = fn(*args, **kwargs)
+        _running[0] = None
         return (task_id, True, _dumps(value), None)
+    except _Cancelled:
+        return (task_id, False, b"", None)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the master
+        _running[0] = None
         data, text = _error_payload(exc)
         return (task_id, False, data, text)
+    finally:
+        _running[0] = None
+        if _cancelled:  # ids are sent in increasing order: older ones are done with
+            _cancelled.difference_update([i for i in _cancelled if i <= task_id])
 
 
 def serve(channel):
@@ -219,6 +256,12 @@ def serve(channel):
     watcher.start()
     import cloudpickle  # noqa: F401 - fail early, at start-up, if it is missing
 
+    try:
+        signal.signal(signal.SIGUSR1, _interrupt)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGUSR1 (Windows)
+        pass
+    if init.get("control") is not None:
+        init["control"].setcallback(_on_control)
     channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
                             "tmp_dir": shipped}))
     streams = (_Forward(channel, "out"), _Forward(channel, "err"))
@@ -245,7 +288,10 @@ def serve(channel):
         results = []
         flushed = time.perf_counter()
         for task in body:
-            results.append(_run(task, functions))
+            try:
+                results.append(_run(task, functions))
+            except _Cancelled:  # the interrupt came as the task ended
+                results.append((task[0], False, b"", None))
             now = time.perf_counter()
             if now - flushed > FLUSH_SECONDS:
                 channel.send(("done", results))

@@ -17,6 +17,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pydron.errors import CallCancelled
 from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
@@ -54,6 +55,7 @@ class Task:
     waiting: int = 0
     payload: Any = None  # the pickled arguments (or why they could not be), made at the call
     killed_on: list[str] = field(default_factory=list)  # workers that died running it
+    timeout: float | None = None  # seconds it may run (set by the pool)
 
     @classmethod
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
@@ -171,6 +173,8 @@ class Graph:
             self.closed = True
             FUTURES.live -= self.live_futures
             self.live_futures = 0
+        if self._outstanding:  # the run ended early (an exception, Ctrl-C): stop its calls
+            self._cancel(1, self._seq, "the schedule call it belongs to has ended")
         self._forget_locals(list(self.local))
         self._journal.clear()
         self._local_ready.clear()
@@ -330,7 +334,26 @@ class Graph:
         """Run the deferred operations whose inputs are known (the schedule thread only)."""
         queue = self._local_ready
         while queue:
-            self._run_local(queue.popleft())
+            task = queue.popleft()
+            if task.future._pd_state is PENDING:  # not cancelled meanwhile
+                self._run_local(task)
+
+    def _cancel(self, first: int, last: int, reason: str) -> None:
+        """Cancel every outstanding call with ``first <= seq <= last``: the sequential run
+        never makes them. Their failures are never reported; the pool drops them from
+        its queue and interrupts the ones running."""
+        with CONDITION:
+            doomed = [future for seq, future in self._outstanding.items() if first <= seq <= last]
+            if not doomed:
+                return
+            self._discarded.append((first, last))
+            for future in doomed:
+                if future._pd_state is PENDING:
+                    self._fail_locked(future, future, CallCancelled(
+                        f"{future._pd_label}() was cancelled: {reason}"))
+        remote = [f for f in doomed if f._pd_worker == self._dispatch_remote]
+        if remote and self._pool is not None:
+            self._pool.cancel(remote)
 
     def _fail_locked(self, future: Future, origin: Future, error: BaseException | None) -> list[Task]:
         """Fail ``future`` and, transitively, every task waiting for it (no recursion)."""
@@ -406,13 +429,27 @@ class Graph:
             finally:
                 CONDITION.acquire()
 
+    def _failure_decided(self) -> bool:
+        """Every call has finished, or one failed and every call before it has finished:
+        the sequential run would raise that failure now, whatever the later calls do."""
+        if not self._outstanding:
+            return True
+        if not self._failures:
+            return False
+        lowest = self._lowest_outstanding()
+        return lowest is None or min(f._pd_seq for f in self._failures) < lowest
+
     def sync(self) -> None:
-        """A sync point: every issued task has finished; raise the earliest failure."""
+        """A sync point: every issued task has finished; raise the earliest failure.
+
+        A failure is raised as soon as every call before it has finished; the
+        calls after it are cancelled (see ``_raise``).
+        """
         if self._outstanding or self._local_ready:
-            self._wait(self._nothing_outstanding)
-        self._outstanding_seqs.clear()  # nothing outstanding: the heap holds only finished seqs
+            self._wait(self._failure_decided)
         if self._failures:
             self._raise_earliest()
+        self._outstanding_seqs.clear()  # nothing outstanding: the heap holds only finished seqs
         self._journal.clear()  # every call so far succeeded: nothing to take back
         self._local_changes += 1
         self.prune_local()
@@ -486,7 +523,7 @@ class Graph:
             else:
                 break
             try:
-                self._raise(winner)
+                self._raise(winner, cancel_later=False)
             except BaseException as raised:  # noqa: BLE001 - we only want it built
                 raised.__context__ = context
                 error = raised
@@ -500,7 +537,16 @@ class Graph:
         self._journal.clear()
         return error
 
-    def _raise(self, origin: Future) -> None:
+    def _raise(self, origin: Future, cancel_later: bool = True) -> None:
+        """Raise a failed call's exception with the traceback of its call site.
+
+        Calls issued after it until now never happen in the sequential run,
+        which raises at the call itself: they are cancelled.
+        """
+        if cancel_later and self._seq > origin._pd_seq:
+            first, last = origin._pd_seq + 1, self._seq
+            self._failures = [f for f in self._failures if not first <= f._pd_seq <= last]
+            self._cancel(first, last, f"an earlier call, {origin._pd_label}(), failed")
         error = origin._pd_error
         if origin._pd_context is not None and error.__context__ is None:
             error.__context__ = origin._pd_context
