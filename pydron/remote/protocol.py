@@ -3,7 +3,14 @@
 Every message is a tuple sent over an execnet channel:
 
 master -> worker
-    ("init", {"sys_path": [...], "label": str})   once, first
+    ("init", {"sys_path": [...], "label": str,   once, first
+              "control": CHANNEL})
+      CHANNEL is a second execnet channel that the worker reads in execnet's
+      receiving thread, so it is heard while a task runs:
+        ("cancel", [task_id, ...])   drop these tasks if they have not started;
+                                     the one running gets SIGUSR1, which raises
+                                     in it (the master kills the worker if it
+                                     has not stopped within CANCEL_GRACE)
       non-local workers (ssh, ...) also get "ship": {"tmp_dir": str or None,
       "files": {"cloudpickle/__init__.py": source, ...}} (cloudpickle and the
       user's modules the master imported); the worker writes them into a
@@ -28,6 +35,8 @@ worker -> master
     ("done", [RESULT, ...])                        a batch of results
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text)
+    A cancelled task's RESULT is (task_id, False, b"", None); the master has
+    already failed its future and ignores it.
 """
 from __future__ import annotations
 
