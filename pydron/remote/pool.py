@@ -9,7 +9,9 @@ from __future__ import annotations
 import atexit
 import collections
 import heapq
+import inspect
 import os
+import secrets
 import sys
 import threading
 import time
@@ -21,8 +23,9 @@ import execnet
 
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import TIMEOUT_MARK
-from pydron.remote import protocol, worker as worker_module
-from pydron.runtime.future import _MISSING, PENDING
+from pydron.remote import dataplane, protocol, worker as worker_module
+from pydron.remote.values import Recipe, RemoteValue
+from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
 # How many workers one task may take down before it fails with WorkerDied
@@ -31,6 +34,11 @@ DEFAULT_RETRIES = 3
 # How long a cancelled or timed-out task may go on after it was told to stop
 # before its worker is killed and replaced.
 CANCEL_GRACE = float(os.environ.get("PYDRON_CANCEL_GRACE", "2"))
+# The dispatcher tells workers about released values at least this often (seconds).
+RELEASE_SECONDS = 0.5
+# A result whose pickle is larger than this stays on its worker (the data plane).
+INLINE_LIMIT = int(os.environ.get("PYDRON_INLINE_LIMIT", str(64 * 1024)))
+_DATAPLANE_SOURCE = inspect.getsource(dataplane)
 _CLOSED = object()
 
 
@@ -45,6 +53,9 @@ class Worker:
         self.gateway = gateway
         self.channel = channel
         self.control: Any = None  # read by the worker's receiving thread, even mid-task
+        self.data_address: tuple[str, int] | None = None  # its data server (None: values come inline)
+        self.holding: dict[int, RemoteValue] = {}  # values it keeps for the master
+        self.to_release: list[int] = []  # keys the master no longer needs (appended from __del__)
         self.stopped = False  # killed by the pool (a task would not stop): not the task's fault
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
         self.functions_sent: set[int] = set()
@@ -96,6 +107,12 @@ class Pool:
         # (when, order, kind, worker, task_id): a timeout to enforce, or the end of
         # a cancelled task's grace; a watchdog thread acts on them.
         self._deadlines: list[tuple[float, int, str, Worker, int]] = []
+        # The run's secret for the data plane: given to workers over their
+        # execnet channels, never written anywhere.
+        self._secret = secrets.token_bytes(32)
+        self._client = dataplane.Client(self._secret)
+        # Bytes of values and arguments that passed through the master (both ways).
+        self.bytes_through_master = 0
         self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
         self._watchdog: threading.Thread | None = None
         self._start_workers()
@@ -131,6 +148,10 @@ class Pool:
             local = gateway.spec.popen and not gateway.spec.via
             init = {
                 "control": control,
+                "dataplane": _DATAPLANE_SOURCE,
+                "secret": self._secret,
+                "data": _data_bind(spec, local),
+                "inline_limit": INLINE_LIMIT,
                 "sys_path": [p for p in sys.path if p] if local else [],
                 "chdir": os.getcwd() if local else None,
                 "parent_pid": os.getpid() if local else None,
@@ -143,6 +164,9 @@ class Pool:
                 init["ship"] = shipment(getattr(spec, "tmp_dir", None))
             channel.send(("init", init))
             kind, info = channel.receive(timeout=START_TIMEOUT)
+            if kind == "failed":
+                gateway.exit()
+                raise PydronError(info)
         except ConfigError as exc:  # already names the file, the entry and the field
             return exc
         except BaseException as exc:  # noqa: BLE001 - reported with the worker's name
@@ -157,6 +181,8 @@ class Pool:
         worker = Worker(label, gateway, channel, spec)
         worker.control = control
         worker.info = info
+        if info.get("data_port"):
+            worker.data_address = (_data_host(spec, local), info["data_port"])
         if local:
             worker.sys_path = init["sys_path"]
         else:
@@ -200,12 +226,15 @@ class Pool:
         while True:
             with self._lock:
                 while not self._closed and not (self._queue and self._free_worker(self._queue[0][2])):
-                    self._lock.wait()
+                    self._lock.wait(RELEASE_SECONDS)
+                    if any(worker.to_release for worker in self._workers):
+                        break
                 if self._closed:
                     return
-                batches = self._assign_locked()
+                batches = self._assign_locked() if self._queue else []
             for worker, batch in batches:
                 self._send(worker, batch)
+            self.flush_releases()  # values the program dropped: the workers free them
             # Hold no task while idle: its arguments would outlive the call.
             batches = worker = batch = None  # type: ignore[assignment]
 
@@ -220,6 +249,9 @@ class Pool:
         count = len(self._workers)
         # A task with a timeout is timed from when it is sent: it never queues.
         short = self._short.get(_key(task.fn), False) and task.timeout is None
+        holder = _holder(task) if task.inputs else None
+        if holder is not None and holder.alive and len(holder.inflight) < (holder.window if short else 1):
+            return holder  # most of its input bytes are there already
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
             if worker.alive and len(worker.inflight) < (worker.window if short else 1):
@@ -234,6 +266,8 @@ class Pool:
             if worker is None:
                 break
             _, _, task, graph = heapq.heappop(self._queue)
+            if task.future._pd_state is not PENDING:
+                continue  # cancelled while it waited for a recomputed input
             self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
             worker.inflight[task_id] = (task, graph, time.perf_counter())
@@ -247,6 +281,11 @@ class Pool:
         for task_id, task, graph in batch:
             try:
                 messages.append(self._encode(worker, task_id, task, graph))
+            except _NeedsRecompute as lost:  # an input died with its worker: make it again first
+                with self._lock:
+                    worker.inflight.pop(task_id, None)
+                    self._lock.notify()
+                self._wait_for_recompute(lost.value, task, graph)
             except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable argument
                 with self._lock:
                     worker.inflight.pop(task_id, None)
@@ -262,6 +301,7 @@ class Pool:
             for update in _import_updates(worker):
                 worker.channel.send(update)
             worker.channel.send(("run", messages))
+            self._flush_releases(worker)
             if worker.forget:  # after the batch: a task in it may still name one of them
                 forget, worker.forget = worker.forget, []
                 worker.channel.send(("forget", forget))
@@ -269,7 +309,10 @@ class Pool:
             self._worker_died(worker)
 
     def _encode(self, worker: Worker, task_id: int, task: Any, graph: Any) -> tuple:
-        inputs = [_input_bytes(graph, future) for future in task.inputs]
+        sources = task.sources
+        if sources is None:
+            sources = task.sources = [_input_source(future) for future in task.inputs]
+        inputs = [self._input_for(worker, source) for source in sources]
         args = task.payload
         if isinstance(args, BaseException):
             raise args
@@ -282,7 +325,21 @@ class Pool:
             fn_bytes = None
         elif key is not None:
             worker.functions_sent.add(key)
+        self.bytes_through_master += len(args) + sum(len(i) for i in inputs if isinstance(i, bytes))
         return (task_id, key, fn_bytes, args, inputs)
+
+    def _input_for(self, worker: Worker, source: Any) -> Any:
+        """What ``worker`` is sent for one input: its bytes, or where to fetch it."""
+        if isinstance(source, bytes):
+            return source
+        value: RemoteValue = source
+        if value.inline is not None:
+            return value.inline
+        if value.lost or value.released or not value.worker.alive:
+            raise _NeedsRecompute(value)
+        if value.worker is worker:
+            return ("here", value.key)
+        return ("peer", value.key, value.worker.data_address)
 
     def _function(self, fn: Any) -> tuple[int | None, bytes]:
         try:
@@ -315,11 +372,19 @@ class Pool:
         if kind != "done":
             return
         finished = []
+        lost_inputs = []
         now = time.perf_counter()
         with self._lock:
             for task_id, ok, data, remote_tb in body:
                 entry = worker.inflight.pop(task_id, None)
                 if entry is not None:
+                    if not ok and type(data) is tuple and data[0] == "lost":
+                        lost_inputs.append((entry[0], entry[1], data))
+                        continue
+                    if type(data) is tuple:  # ("kept", key, size, type): it stays on the worker
+                        data = self._kept(worker, entry[0], data)
+                    elif ok:
+                        self.bytes_through_master += len(data)
                     # Only the future: the task (and its arguments) is dropped
                     # before anyone learns it finished, as in the plain run.
                     finished.append((entry[0].future, entry[1], ok, data, remote_tb))
@@ -327,16 +392,25 @@ class Pool:
                     _adapt_window(worker, seconds)
                     if len(self._short) > 10_000:
                         self._short.clear()
-                    self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS
+                    # A large result stays on the worker: such tasks never queue there
+                    # (their results would pile up in its memory).
+                    self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS and type(data) is not RemoteValue
             entry = None
-            self._lock.notify()
+        for task, graph, (_, key, address) in lost_inputs:
+            self._input_lost(task, graph, key, address)
         for future, graph, ok, data, remote_tb in finished:
             if future._pd_state is not PENDING:
                 continue  # cancelled, or timed out, while it ran
-            if ok:
+            if type(data) is RemoteValue:
+                graph.finish(future, ok=True, remote=data)
+            elif ok:
                 graph.finish(future, ok=True, payload=data)
             else:
                 graph.finish(future, ok=False, error=_remote_error(data, remote_tb, worker))
+        # Only now, with the tasks these results made ready queued: the next task
+        # sent is the first in program order, a consumer before another producer.
+        with self._lock:
+            self._lock.notify()
 
     def _worker_died(self, worker: Worker) -> None:
         """A worker is gone: its tasks run again elsewhere (up to ``retries`` deaths each),
@@ -345,6 +419,10 @@ class Pool:
             if not worker.alive:
                 return
             worker.alive = False
+            for value in list(worker.holding.values()):
+                if value.worker is worker:
+                    value.lost = True  # made again from its recipe when someone needs it
+            worker.holding.clear()
             lost = list(worker.inflight.values())
             worker.inflight.clear()
             failed = []
@@ -400,6 +478,124 @@ class Pool:
         for task, graph in orphans:
             graph.finish(task.future, ok=False, error=WorkerDied(
                 f"every pydron worker has died and none could be started again: {reason}"))
+
+    # -- values kept on workers (the data plane) ---------------------------
+    def _kept(self, worker: Worker, task: Any, note: tuple) -> RemoteValue:
+        """A result that stayed on ``worker``: remember where, and how to make it again."""
+        _, key, size, typename = note
+        value = getattr(task, "remake", None)
+        if value is not None:  # a recomputation: the same RemoteValue, now here
+            value.worker, value.key, value.lost = worker, key, False
+        else:
+            payload = task.payload
+            if type(payload) is not bytes:  # pickled late, in _encode
+                payload = protocol.dump_args(task.args, task.kwargs, task.slots)
+            recipe = Recipe(task.fn, payload, task.sources or [], task.future._pd_seq,
+                            task.future._pd_label)
+            value = RemoteValue(worker, key, size, typename, recipe)
+        worker.holding[key] = value
+        return value
+
+    def fetch(self, value: RemoteValue) -> Any:
+        """Bring a kept value to the master (the schedule thread), making it again if it was lost."""
+        while True:
+            if value.inline is not None:
+                return cloudpickle.loads(value.inline)
+            if value.lost or not value.worker.alive:
+                self._recompute_and_wait(value)
+                continue
+            try:
+                result = self._client.fetch(value.worker.data_address, value.key)
+            except dataplane.LostValue:
+                self.check_alive()
+                value.lost = True  # its worker is gone (or dropped it): make it again
+                continue
+            self.bytes_through_master += value.size
+            return result
+
+    def _recompute_and_wait(self, value: RemoteValue) -> None:
+        done = threading.Event()
+        waiter = _Waiter(done)
+        self._wait_for_recompute(value, waiter, waiter)
+        while not done.wait(0.5):
+            if not self.any_alive():
+                raise WorkerDied(f"a value of {value.recipe.label}() was lost with its worker "
+                                 f"{value.worker.label}, and no worker is left to compute it again")
+        if waiter.error is not None:
+            raise waiter.error
+
+    def _input_lost(self, task: Any, graph: Any, key: int, address: list) -> None:
+        """A task could not fetch an input: its holder died. Run it again once the input is remade."""
+        holder = next((w for w in self._workers if w.data_address == tuple(address)), None)
+        value = None
+        if holder is not None:
+            value = holder.holding.get(key)
+            if holder.alive and holder.channel.isclosed():
+                self._worker_died(holder)
+            if value is None:
+                value = next((v for v in (task.sources or []) if type(v) is RemoteValue
+                              and v.key == key), None)
+            holder.holding.pop(key, None)  # it is made again elsewhere
+        if value is None:
+            graph.finish(task.future, ok=False, error=WorkerDied(
+                f"an input of {_call_text(task)} was lost with worker "
+                f"{holder.label if holder else address}"))
+            return
+        value.lost = True
+        self._wait_for_recompute(value, task, graph)
+
+    def _wait_for_recompute(self, value: RemoteValue, task: Any, graph: Any) -> None:
+        """Park ``task`` until ``value`` is made again (starting that, once)."""
+        with self._lock:
+            value.waiters.append((task, graph))
+            if value.recomputing:
+                return
+            value.recomputing = True
+            value.ready.clear()
+        recipe = value.recipe
+        remake = _RemakeTask(recipe, value)
+        self._enqueue(remake, _Remade(self, value))
+
+    def _enqueue(self, task: Any, graph: Any) -> None:
+        with self._lock:
+            heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
+            self._lock.notify()
+
+    def _remade(self, value: RemoteValue, ok: bool, inline: bytes | None, error: BaseException | None) -> None:
+        with self._lock:
+            waiters, value.waiters = value.waiters, []
+            value.recomputing = False
+            if inline is not None:
+                value.inline = inline
+            value.ready.set()
+        for task, graph in waiters:
+            if not ok:
+                graph.finish(task.future, ok=False, error=error)
+            elif isinstance(task, _Waiter):
+                task.done.set()
+            else:
+                self._enqueue(task, graph)
+
+    def _flush_releases(self, worker: Worker) -> None:
+        if not worker.to_release:
+            return
+        keys, worker.to_release = worker.to_release, []
+        for key in keys:
+            worker.holding.pop(key, None)
+        try:
+            worker.control.send(("release", keys))
+        except (OSError, EOFError, execnet.RemoteError, ValueError):
+            pass  # it is dying: the values go with it
+
+    def flush_releases(self) -> None:
+        """Tell the workers which kept values the program dropped (at sync points)."""
+        for worker in self._workers:
+            if worker.to_release and worker.alive:
+                self._flush_releases(worker)
+
+    def held_bytes(self) -> dict[str, int]:
+        """Bytes each worker keeps for the master now (worker label -> bytes)."""
+        return {w.label: sum(v.size for v in list(w.holding.values())) for w in self._workers if w.alive}
 
     # -- cancelling and timeouts ---------------------------------------
     def cancel(self, futures: Sequence[Any]) -> None:
@@ -520,6 +716,7 @@ class Pool:
             except Exception:  # noqa: BLE001 - still running: end it
                 process.kill()
                 process.wait()
+        self._client.close()
         error = _release(self._specs)
         if error is not None:
             raise error
@@ -546,6 +743,106 @@ def _poison_message(task: Any, retries: int) -> str:
     workers = ", ".join(task.killed_on)
     return (f"{_call_text(task)} killed {len(task.killed_on)} worker(s) it ran on: {workers}; "
             f"given up after retries={retries}")
+
+
+class _NeedsRecompute(Exception):
+    def __init__(self, value: RemoteValue) -> None:
+        super().__init__(repr(value))
+        self.value = value
+
+
+class _RemakeMark:
+    """The future-like handle of a recomputation: its program-order place, nothing else."""
+
+    def __init__(self, seq: int) -> None:
+        self._pd_seq = seq
+        self._pd_state = PENDING
+        self._pd_site = None
+        self._pd_label = ""
+
+
+class _RemakeTask:
+    """A kept value's call, run again from its recipe because its worker died."""
+
+    def __init__(self, recipe: Recipe, value: RemoteValue) -> None:
+        self.future = _RemakeMark(recipe.seq)
+        self.fn = recipe.fn
+        self.payload = recipe.payload
+        self.sources = recipe.sources
+        self.inputs: list = []
+        self.args, self.kwargs, self.slots = (), {}, {}
+        self.timeout = None
+        self.killed_on: list[str] = []
+        self.remake = value
+
+
+class _Remade:
+    """Where a recomputation's outcome goes (in place of a graph)."""
+
+    def __init__(self, pool: Pool, value: RemoteValue) -> None:
+        self._pool = pool
+        self._value = value
+
+    def finish(self, future: Any, ok: bool, payload: bytes | None = None,
+               error: BaseException | None = None, remote: Any = None) -> None:
+        future._pd_state = DONE if ok else FAILED
+        self._pool._remade(self._value, ok, payload if remote is None else None, error)
+
+
+class _Waiter:
+    """The master itself waiting for a recomputation (``Pool.fetch``)."""
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+        self.error: BaseException | None = None
+        self.future = self
+
+    def finish(self, future: Any, ok: bool, error: BaseException | None = None, **_: Any) -> None:
+        self.error = error
+        self.done.set()
+
+
+def _holder(task: Any) -> Worker | None:
+    """The worker keeping most of ``task``'s input bytes, if any are kept."""
+    best, most = None, 0
+    for future in task.inputs:
+        value = future._pd_remote
+        if value is not None and future._pd_value is _MISSING and not value.lost and value.size > most:
+            best, most = value.worker, value.size
+    return best
+
+
+def _data_bind(spec: Any, local: bool) -> dict | None:
+    """Where a worker's data server listens: loopback for local workers, ``data_ports``
+    for remote ones reached directly; None (values travel inline) otherwise."""
+    if local:
+        return {"host": "127.0.0.1", "ports": [0, 0]}
+    host, ports = getattr(spec, "data_host", None), getattr(spec, "data_ports", None)
+    if host is None or ports is None:
+        return None
+    loopback = host in ("localhost", "127.0.0.1", "::1")
+    return {"host": "127.0.0.1" if loopback else "0.0.0.0", "ports": list(ports)}
+
+
+def _data_host(spec: Any, local: bool) -> str:
+    return "127.0.0.1" if local else spec.data_host
+
+
+def _input_source(future: Any) -> Any:
+    """A finished input as the pool keeps it: the bytes to send, or the RemoteValue.
+
+    Once the master holds the value as an object, the schedule function may
+    have changed it (``r.append(x)`` after a sync point): it is pickled as it
+    is now, never taken from the bytes the worker sent.
+    """
+    remote = future._pd_remote
+    data = future._pd_bytes  # read first: the graph drops the bytes once it has the value
+    value = future._pd_value
+    if value is not _MISSING:
+        return protocol.dump_value(value)
+    if remote is not None:
+        return remote
+    return data
 
 
 def _timeout_message(task: Any, worker: Worker) -> str:
@@ -640,20 +937,6 @@ def _import_updates(worker: Worker) -> list[tuple[str, Any]]:
         return []
     worker.shipped |= set(files)
     return [("ship", files)]
-
-
-def _input_bytes(graph: Any, future: Any) -> bytes:
-    """A finished future's value as a task input.
-
-    Once the master holds the value as an object, the schedule function may
-    have changed it (``r.append(x)`` after a sync point): it is pickled as it
-    is now, never taken from the bytes the worker sent.
-    """
-    data = future._pd_bytes  # read first: the graph drops the bytes once it has the value
-    value = future._pd_value
-    if value is not _MISSING:
-        return protocol.dump_value(value)
-    return data
 
 
 def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseException:

@@ -99,7 +99,10 @@ class SshGatewaySpec(GatewaySpec):
     askpass: str | None = None            #: script for SSH_ASKPASS, if a password is used
     password: str | None = field(default=None, repr=False, compare=False)
     tmp_dir: str | None = None            #: remote directory for shipped files
-    data_ports: tuple[int, int] | None = None  #: kept for worker-to-worker transfers
+    data_ports: tuple[int, int] | None = None  #: where the worker's data server may listen
+    #: the host other processes reach the data port at (None: reached through a proxy,
+    #: so values travel through the master instead)
+    data_host: str | None = None
     index: int = field(default=1)
 
     def make_gateway(self, group: execnet.Group) -> execnet.Gateway:
@@ -188,10 +191,11 @@ def gateway_specs(label: str, *, hostname: str, username: str | None, port: int 
 
     target = f"{username + '@' if username else ''}{hostname}{f':{port}' if port else ''}"
     xspec = f"ssh_config={config_file}//ssh={alias}//python={python}"
+    proxied = any(key.lower() in ("proxycommand", "proxyjump") for key in options)
     return [
         SshGatewaySpec(f"{label} #{k}", xspec, target=target, python=python, askpass=askpass,
-                       password=password,
-                       tmp_dir=tmp_dir, data_ports=data_ports, index=k)
+                       password=password, tmp_dir=tmp_dir, data_ports=data_ports,
+                       data_host=None if proxied or data_ports is None else hostname, index=k)
         for k in range(1, cores + 1)
     ]
 

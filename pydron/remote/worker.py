@@ -25,8 +25,74 @@ class _InputsUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid):
         if pid not in self._cache:
-            self._cache[pid] = pickle.loads(self._inputs[pid])
+            self._cache[pid] = _input_value(self._inputs[pid])
         return self._cache[pid]
+
+
+# The data plane (dataplane.py, whose source the master sends in "init"): the
+# values this worker keeps, its server, and its client for other workers' values.
+_data = {"module": None, "store": None, "server": None, "client": None, "inline_limit": None}
+
+
+def _start_data_plane(init):
+    """Run dataplane.py's source, keep a store and serve it on a data port."""
+    import types
+
+    source = init.get("dataplane")
+    if not source:
+        return None
+    module = types.ModuleType("pydron_dataplane")
+    exec(compile(source, "pydron/remote/dataplane.py", "exec"), module.__dict__)
+    _data["module"] = module
+    _data["store"] = module.Store()
+    _data["client"] = module.Client(init["secret"])
+    data = init.get("data")
+    if data is None:  # not reachable from other processes: every value goes back inline
+        return None
+    _data["server"] = module.Server(_data["store"], init["secret"], data["host"], tuple(data["ports"]))
+    _data["inline_limit"] = init.get("inline_limit")
+    return _data["server"].port
+
+
+def _input_value(source):
+    """One input of a task: pickled bytes, or a value kept here or on another worker."""
+    if isinstance(source, bytes):
+        return pickle.loads(source)
+    kind, key = source[0], source[1]
+    if kind == "here":
+        try:
+            return _data["store"].get(key)
+        except KeyError:
+            raise _data["module"].LostValue(key, ("this worker", 0), "it no longer holds it") from None
+    return _data["client"].fetch(source[2], key)
+
+
+def _result(task_id, value):
+    """What goes back for a result: its pickle, or, above the inline limit, a note that it is kept."""
+    limit = _data["inline_limit"]
+    if limit is None:
+        return _dumps(value)
+    size = _cheap_size(value)
+    if size is None:
+        data = _dumps(value)
+        if len(data) <= limit:
+            return data
+        size = len(data)
+        data = None
+    elif size <= limit:
+        return _dumps(value)
+    _data["store"].put(task_id, value)
+    return ("kept", task_id, size, type(value).__module__ + "." + type(value).__qualname__)
+
+
+def _cheap_size(value):
+    """The size of a value that exposes its buffer (bytes, numpy arrays), else None."""
+    if type(value) in _PLAIN and type(value) not in (str, bytes):
+        return 16
+    try:
+        return memoryview(value).nbytes
+    except TypeError:
+        return None
 
 
 def _watch(channel, parent_pid):
@@ -194,9 +260,12 @@ _cancelled = set()
 
 def _on_control(message):
     """The master's control channel, read by execnet's receiving thread even while
-    a task runs: a cancelled task that is running is interrupted with SIGUSR1."""
+    a task runs: a cancelled task that is running is interrupted with SIGUSR1;
+    released values are dropped."""
     kind, task_ids = message
-    if kind == "cancel":
+    if kind == "release":
+        _data["store"].release(task_ids)
+    elif kind == "cancel":
         _cancelled.update(task_ids)
         if _running[0] in _cancelled:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
@@ -219,13 +288,18 @@ def _run(task, functions):
         else:
             fn = functions[fn_key]
         if inputs:
-            args, kwargs = _InputsUnpickler(args_bytes, inputs, {}).load()
+            try:
+                args, kwargs = _InputsUnpickler(args_bytes, inputs, {}).load()
+            except Exception as exc:  # noqa: BLE001 - an input is gone: the master recomputes it
+                if _data["module"] is not None and isinstance(exc, _data["module"].LostValue):
+                    return (task_id, False, ("lost", exc.key, list(exc.address)), str(exc))
+                raise
         else:
             args, kwargs = pickle.loads(args_bytes)
         _running[0] = task_id
         value = fn(*args, **kwargs)
         _running[0] = None
-        return (task_id, True, _dumps(value), None)
+        return (task_id, True, _result(task_id, value), None)
     except _Cancelled:
         return (task_id, False, b"", None)
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the master
@@ -262,8 +336,13 @@ def serve(channel):
         pass
     if init.get("control") is not None:
         init["control"].setcallback(_on_control)
+    try:
+        data_port = _start_data_plane(init)
+    except OSError as exc:
+        channel.send(("failed", f"{exc}"))
+        return
     channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
-                            "tmp_dir": shipped}))
+                            "tmp_dir": shipped, "data_port": data_port}))
     streams = (_Forward(channel, "out"), _Forward(channel, "err"))
     sys.stdout, sys.stderr = streams
     functions = {}

@@ -51,7 +51,7 @@ class Future:
     __slots__ = (
         "_pd_graph", "_pd_seq", "_pd_state", "_pd_value", "_pd_bytes",
         "_pd_error", "_pd_origin", "_pd_site", "_pd_dependents", "_pd_label",
-        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "_pd_context", "__weakref__",
+        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "_pd_context", "_pd_remote", "__weakref__",
     )
     # numpy and friends: let our reflected operators run instead of coercing us.
     __array_ufunc__ = None
@@ -65,6 +65,8 @@ class Future:
         object.__setattr__(self, "_pd_state", PENDING)
         object.__setattr__(self, "_pd_value", _MISSING)
         object.__setattr__(self, "_pd_bytes", None)
+        # The value kept on the worker that computed it (remote/values.py), if so.
+        object.__setattr__(self, "_pd_remote", None)
         object.__setattr__(self, "_pd_error", None)
         # The future whose own failure this one carries (itself, or a dependency).
         object.__setattr__(self, "_pd_origin", None)
@@ -83,6 +85,9 @@ class Future:
         object.__setattr__(self, "_pd_inplace_op", None)
 
     def __del__(self) -> None:
+        remote = self._pd_remote
+        if remote is not None:  # the worker may drop the value now
+            remote.release()
         try:
             with _count_lock:
                 graph = self._pd_graph

@@ -56,6 +56,7 @@ class Task:
     payload: Any = None  # the pickled arguments (or why they could not be), made at the call
     killed_on: list[str] = field(default_factory=list)  # workers that died running it
     timeout: float | None = None  # seconds it may run (set by the pool)
+    sources: list | None = None  # its inputs as the pool sends them (bytes, or values kept on workers)
 
     @classmethod
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
@@ -298,7 +299,8 @@ class Graph:
             self.finish(task.future, ok=True, value=value)
 
     def finish(self, future: Future, ok: bool, value: Any = _MISSING,
-               payload: bytes | None = None, error: BaseException | None = None) -> None:
+               payload: bytes | None = None, error: BaseException | None = None,
+               remote: Any = None) -> None:
         """Record a task's outcome and start the tasks that were waiting for it.
 
         Called on any thread. Remote tasks that become ready are queued for
@@ -311,6 +313,7 @@ class Graph:
             if ok:
                 object.__setattr__(future, "_pd_value", value)
                 object.__setattr__(future, "_pd_bytes", payload)
+                object.__setattr__(future, "_pd_remote", remote)
                 object.__setattr__(future, "_pd_state", DONE)
                 # Only a failure needs its call site; the frames would keep
                 # the schedule function's locals (futures among them) alive.
@@ -453,6 +456,8 @@ class Graph:
         self._journal.clear()  # every call so far succeeded: nothing to take back
         self._local_changes += 1
         self.prune_local()
+        if self._pool is not None:
+            self._pool.flush_releases()
 
     def raise_failure(self, future: Future) -> None:
         """``future`` failed: raise what the sequential run would have raised here.
@@ -571,11 +576,15 @@ class Graph:
         return bool(self._failures)
 
     def load_value(self, future: Future) -> Any:
-        """The value of a finished remote task, unpickled on first use (one object per value)."""
+        """The value of a finished remote task, unpickled (or fetched from the worker
+        that keeps it) on first use: one object per value."""
         with self._load_lock:
             value = future._pd_value
             if value is _MISSING:
-                value = pickle.loads(future._pd_bytes)
+                if future._pd_bytes is None and future._pd_remote is not None:
+                    value = self.pool.fetch(future._pd_remote)
+                else:
+                    value = pickle.loads(future._pd_bytes)
                 object.__setattr__(future, "_pd_value", value)
                 object.__setattr__(future, "_pd_bytes", None)
         return value
