@@ -692,3 +692,72 @@ def test_remote_workers_end_with_the_master(server, runnable, tmp_path, how):
             master.wait()
         master.stdout.close()
         master.stderr.close()
+
+
+# ------------------------------------------------------------------ data plane
+
+
+def _free_port_range(count):
+    """``count`` consecutive ports that are free now (best effort: bind-tested)."""
+    import socket
+
+    for _ in range(50):
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        start = probe.getsockname()[1]
+        probe.close()
+        if start + count > 65535:
+            continue
+        sockets = []
+        try:
+            for port in range(start, start + count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", port))
+                sockets.append(sock)
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+        return start, start + count - 1
+    pytest.fail("no free port range")
+
+
+@pydron.schedule
+def ssh_data_pipeline(n, size):
+    import dphelpers as D
+
+    return [D.digest(D.transform(D.make(i, size))) for i in range(n)] + [
+        D.digest(D.combine(D.make(1, size), D.make(2, size)))]
+
+
+def test_two_ssh_hosts_exchange_values_through_their_data_ports(global_pool, server, runnable):
+    """Two entries for the same sshd stand for two hosts, each with its own data ports."""
+    import dphelpers as D  # noqa: F401 - imported here, so it is shipped to the workers
+
+    first, second = _free_port_range(2), _free_port_range(2)
+    global_pool(key_entry(server, cores=1, data_ports=f"{first[0]}-{first[1]}"),
+                key_entry(server, cores=1, data_ports=f"{second[0]}-{second[1]}"))
+    size = 2 * 1024 * 1024
+    got = ssh_data_pipeline(4, size)
+    assert got == ssh_data_pipeline.__wrapped__(4, size)
+    pool = pool_module.get_pool()
+    ranges = {first: range(first[0], first[1] + 1), second: range(second[0], second[1] + 1)}
+    used = {key for w in pool.workers for key, ports in ranges.items() if w.data_address[1] in ports}
+    assert used == {first, second}, [w.data_address for w in pool.workers]
+    assert pool.bytes_through_master < 5 * size / 100, pool.bytes_through_master
+
+
+def test_a_taken_data_port_range_is_a_clear_error(server, runnable, tmp_path):
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    try:
+        specs = load_config(write_conf(tmp_path, key_entry(server, cores=1, data_ports=f"{port}-{port}")))
+        with pytest.raises(PydronError, match=rf"no free data port on 127\.0\.0\.1 in {port}-{port}"):
+            Pool(specs)
+    finally:
+        taken.close()

@@ -256,7 +256,10 @@ class Client:
                 raise AuthenticationFailed(f"{address[0]}:{address[1]} is not a pydron data port")
             nonce = os.urandom(NONCE)
             conn.sendall(_digest(self._secret, b"client", bytes(hello[len(MAGIC):])) + nonce)
-            proof = _recv_exactly(conn, DIGEST)
+            try:
+                proof = _recv_exactly(conn, DIGEST)
+            except ConnectionError:
+                raise AuthenticationFailed(f"{address[0]}:{address[1]} refused this run's secret") from None
             if not hmac.compare_digest(bytes(proof), _digest(self._secret, b"server", nonce)):
                 raise AuthenticationFailed(f"{address[0]}:{address[1]} does not know this run's secret")
             conn.settimeout(IO_TIMEOUT)
