@@ -134,6 +134,51 @@ def parse_tx(spec: str) -> list[str]:
         raise ConfigError(f"invalid worker spec {spec!r}: {exc}") from None
 
 
+# ---------------------------------------------------------------- socket= gateways
+
+INSECURE_VAR = "PYDRON_INSECURE"
+
+#: Why a `socket=` gateway is refused unless the user opts in.
+SOCKET_RISK = (
+    "socket= gateways are plain TCP without authentication or encryption: anyone who can "
+    "reach the port can run code on that host, and anyone on the path can send the master "
+    "pickled data that runs code on it"
+)
+
+
+class InsecureGatewayWarning(UserWarning):
+    """A `socket=` gateway was allowed (`"insecure": true` or `PYDRON_INSECURE=1`)."""
+
+
+def _has_socket(xspecs: list[str]) -> bool:
+    return any(execnet.XSpec(xspec).socket for xspec in xspecs)
+
+
+def _warn_insecure(what: str, allowed_by: str) -> None:
+    """Name the risk of an allowed socket= spec; with the default warning filters each
+    distinct message is shown once per process, i.e. once per spec."""
+    warnings.warn(f"{what}: {SOCKET_RISK} (allowed by {allowed_by})", InsecureGatewayWarning,
+                  stacklevel=1)
+
+
+def check_tx_security(spec: str, where: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse a `--tx`/`PYDRON_TX` spec that opens a `socket=` gateway unless `PYDRON_INSECURE=1`.
+
+    A command-line spec has no entry to carry `"insecure": true`, so the opt-in is the
+    environment; ``where`` ("--tx", "PYDRON_TX") names the source in the error. When
+    allowed, warns (the message names the spec only, so `--tx` and the `PYDRON_TX` it
+    becomes warn once between them).
+    """
+    if not _has_socket(parse_tx(spec)):
+        return
+    if environ.get(INSECURE_VAR, "") in ("", "0"):
+        raise ConfigError(
+            f"{where} {spec.strip()!r}: refused: {SOCKET_RISK}; "
+            f"set {INSECURE_VAR}=1 if you accept that"
+        )
+    _warn_insecure(f"worker spec {spec.strip()!r}", f"{INSECURE_VAR}=1")
+
+
 def _tx_gateways(spec: str, where: str) -> list[GatewaySpec]:
     return [
         GatewaySpec(f"{where} {spec.strip()!r} #{k}", xspec)
@@ -230,12 +275,22 @@ def _multicore(entry: _Entry) -> list[GatewaySpec]:
 
 
 def _execnet(entry: _Entry) -> list[GatewaySpec]:
-    entry.fields(required=("spec",), optional=("oversubscribe",))
+    entry.fields(required=("spec",), optional=("oversubscribe", "insecure"))
     spec = entry.string("spec")
     try:
         xspecs = _split_tx(spec)
     except ValueError as exc:
         raise entry.error("spec", f"invalid execnet spec {_show(spec)}: {exc}") from None
+    insecure = entry.data.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise entry.error("insecure", f"expected true or false, got {_show(insecure)}")
+    if _has_socket(xspecs):
+        if not insecure:
+            raise entry.error(
+                "spec", f"{_show(spec)} refused: {SOCKET_RISK}; "
+                'add "insecure": true to this entry if you accept that'
+            )
+        _warn_insecure(f"{entry.path}: {entry.name}.spec {_show(spec)}", '"insecure": true')
     entry.check_count("spec", _local_count(xspecs))
     return [
         GatewaySpec(f"{entry.name} (execnet {spec.strip()!r}) #{k}", xspec)
@@ -585,6 +640,7 @@ def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:
                 gateways.extend(_tx_gateways(spec, TX_VAR))
             except ConfigError as exc:
                 raise ConfigError(f"{TX_VAR}: {exc}") from None
+            check_tx_security(spec, TX_VAR, environ)
         reason = _too_many(_local_count([g.xspec for g in gateways]))
         if reason is not None and environ.get(OVERSUBSCRIBE_VAR, "") in ("", "0"):
             raise ConfigError(f"{TX_VAR}: {reason}; set {OVERSUBSCRIBE_VAR}=1 if you mean it")

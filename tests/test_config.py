@@ -350,3 +350,59 @@ def test_bad_timeout_in_file_names_the_field(tmp_path, value):
 def test_bad_pydron_timeout(isolated, value):
     with pytest.raises(ConfigError, match="^PYDRON_TIMEOUT: expected a positive number of seconds"):
         config.timeout({**isolated, "PYDRON_TIMEOUT": value})
+
+
+# ---------------------------------------------------------------- security: socket= specs
+
+SOCKET = "socket=127.0.0.1:8888"
+
+
+@pytest.mark.parametrize("spec", [SOCKET, f"2*{SOCKET}", f"{SOCKET}//python=python3"])
+def test_socket_entry_is_refused_without_insecure(tmp_path, spec):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1},
+                                             {"type": "execnet", "spec": spec}]})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"pydron.conf: {path}: workers[1].spec: ")
+    assert "without authentication" in message and "run code" in message
+    assert '"insecure": true' in message
+
+
+def test_socket_entry_allowed_with_insecure_warns_once_per_spec(tmp_path):
+    path = write_conf(tmp_path, {"workers": [
+        {"type": "execnet", "spec": f"3*{SOCKET}", "insecure": True}]})
+    with pytest.warns(config.InsecureGatewayWarning) as record:
+        gateways = load_config(path)
+    assert [g.xspec for g in gateways] == [SOCKET] * 3
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert str(path) in message and "workers[0].spec" in message and SOCKET in message
+    assert "without authentication" in message and '"insecure": true' in message
+
+
+def test_insecure_must_be_a_boolean(tmp_path):
+    path = write_conf(tmp_path, {"workers": [{"type": "execnet", "spec": SOCKET, "insecure": "yes"}]})
+    with pytest.raises(ConfigError, match=r"workers\[0\]\.insecure: expected true or false"):
+        load_config(path)
+
+
+def test_insecure_is_not_needed_for_other_specs(tmp_path, recwarn):
+    path = write_conf(tmp_path, {"workers": [{"type": "execnet", "spec": "ssh=u@h//python=python3"}]})
+    assert len(load_config(path)) == 1
+    assert not [w for w in recwarn if issubclass(w.category, config.InsecureGatewayWarning)]
+
+
+def test_socket_in_pydron_tx_needs_pydron_insecure(isolated):
+    environ = {**isolated, "PYDRON_TX": f"popen;2*{SOCKET}"}
+    with pytest.raises(ConfigError) as info:
+        worker_specs(environ)
+    message = str(info.value)
+    assert message.startswith(f"PYDRON_TX '2*{SOCKET}': refused: ")
+    assert "without authentication" in message and "PYDRON_INSECURE=1" in message
+    with pytest.raises(ConfigError):
+        worker_specs({**environ, "PYDRON_INSECURE": "0"})
+    with pytest.warns(config.InsecureGatewayWarning, match="PYDRON_INSECURE=1") as record:
+        gateways = worker_specs({**environ, "PYDRON_INSECURE": "1"})
+    assert [g.xspec for g in gateways] == [LOCAL, SOCKET, SOCKET]
+    assert len(record) == 1 and f"2*{SOCKET}" in str(record[0].message)
