@@ -528,9 +528,15 @@ TOP_LEVEL = ("workers", "retries", "timeout")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """The file's JSON object, its top level validated."""
+    """The file's JSON object, its top level validated.
+
+    Every read of a config file goes through here, so that none is used that
+    someone else could have written (see `_check_trusted`).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            _check_trusted(path, os.fstat(file.fileno()))  # the file read, not a swapped one
+            text = file.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _file_error(path, f"cannot read file: {exc}") from None
     try:
@@ -562,6 +568,44 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not workers:
         raise _file_error(path, "workers: expected at least one worker entry, got an empty list")
     return data
+
+
+def _check_trusted(path: Path, st: os.stat_result) -> None:
+    """Refuse a config file that another user wrote or can write.
+
+    The file runs commands as you (`ProxyCommand` in `ssh_options`, `python=`, execnet
+    specs), so, as OpenSSH does with its own files, it must be owned by you or by root
+    and not writable by group or others.
+    """
+    if not hasattr(os, "geteuid"):  # no POSIX owners (Windows)
+        return
+    me = os.geteuid()
+    why = "it can run commands as you (ProxyCommand in ssh_options, python=)"
+    quoted = shlex.quote(str(path))
+    if st.st_uid not in (me, 0):
+        raise _file_error(path, (
+            f"refused: owned by {_user(st.st_uid)}, but you are {_user(me)}: only a file owned "
+            f"by you or by root is trusted, as {why}; "
+            f"copy it to a file of your own (cp {quoted} NEWFILE, then PYDRON_CONF=NEWFILE) "
+            f"or have root chown it to you"
+        ))
+    if st.st_mode & 0o022:
+        who = " and ".join(name for bit, name in ((0o020, "group"), (0o002, "others"))
+                           if st.st_mode & bit)
+        raise _file_error(path, (
+            f"refused: writable by {who}: mode {st.st_mode & 0o777:o}, owner "
+            f"{_user(st.st_uid)}; only its owner may write it, as {why}; run: chmod go-w {quoted}"
+        ))
+
+
+def _user(uid: int) -> str:
+    """``name (uid N)``, or just the uid for a user without a passwd entry."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _file_error(path: Path, message: str) -> ConfigError:

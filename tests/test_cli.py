@@ -79,6 +79,7 @@ def test_main_runs_script_and_restores_argv(clean_env, capsys):
 def test_main_reports_bad_config_file(clean_env, capsys):
     (clean_env / "script.py").write_text(SCRIPT)
     (clean_env / "pydron.conf").write_text('{"workers": [{"type": "multicore", "cores": 0}]}')
+    (clean_env / "pydron.conf").chmod(0o644)  # whatever the umask: group-writable is refused
     assert main(["run", "script.py"]) == 2
     err = capsys.readouterr().err
     assert "pydron.conf" in err and "workers[0].cores" in err
