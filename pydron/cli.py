@@ -12,7 +12,9 @@ import runpy
 import sys
 from collections.abc import Sequence
 
-from pydron.config import RETRIES_VAR, TIMEOUT_VAR, TX_VAR, parse_tx, retries, timeout, worker_specs
+from pydron.config import (
+    RETRIES_VAR, TIMEOUT_VAR, TX_VAR, check_tx_security, parse_tx, retries, timeout, worker_specs,
+)
 from pydron.errors import ConfigError
 
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tx", action="append", default=[], metavar="SPEC",
         help="workers in pytest-xdist --tx syntax, e.g. 4*popen or "
         "ssh=user@host//python=python3 (repeatable; default: PYDRON_TX, "
-        "then pydron.conf, then all local cores)",
+        "then pydron.conf, then all local cores); socket= specs only with PYDRON_INSECURE=1",
     )
     run.add_argument(
         "--retries", type=int, default=None, metavar="N",
@@ -89,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     for spec in args.tx:
         parse_tx(spec)  # raises ConfigError naming a malformed spec
+        check_tx_security(spec, "--tx")  # socket= only with PYDRON_INSECURE=1
     if args.tx:
         os.environ[TX_VAR] = ";".join(args.tx)
     if args.retries is not None:

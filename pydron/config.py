@@ -134,6 +134,51 @@ def parse_tx(spec: str) -> list[str]:
         raise ConfigError(f"invalid worker spec {spec!r}: {exc}") from None
 
 
+# ---------------------------------------------------------------- socket= gateways
+
+INSECURE_VAR = "PYDRON_INSECURE"
+
+#: Why a `socket=` gateway is refused unless the user opts in.
+SOCKET_RISK = (
+    "socket= gateways are plain TCP without authentication or encryption: anyone who can "
+    "reach the port can run code on that host, and anyone on the path can send the master "
+    "pickled data that runs code on it"
+)
+
+
+class InsecureGatewayWarning(UserWarning):
+    """A `socket=` gateway was allowed (`"insecure": true` or `PYDRON_INSECURE=1`)."""
+
+
+def _has_socket(xspecs: list[str]) -> bool:
+    return any(execnet.XSpec(xspec).socket for xspec in xspecs)
+
+
+def _warn_insecure(what: str, allowed_by: str) -> None:
+    """Name the risk of an allowed socket= spec; with the default warning filters each
+    distinct message is shown once per process, i.e. once per spec."""
+    warnings.warn(f"{what}: {SOCKET_RISK} (allowed by {allowed_by})", InsecureGatewayWarning,
+                  stacklevel=1)
+
+
+def check_tx_security(spec: str, where: str, environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse a `--tx`/`PYDRON_TX` spec that opens a `socket=` gateway unless `PYDRON_INSECURE=1`.
+
+    A command-line spec has no entry to carry `"insecure": true`, so the opt-in is the
+    environment; ``where`` ("--tx", "PYDRON_TX") names the source in the error. When
+    allowed, warns (the message names the spec only, so `--tx` and the `PYDRON_TX` it
+    becomes warn once between them).
+    """
+    if not _has_socket(parse_tx(spec)):
+        return
+    if environ.get(INSECURE_VAR, "") in ("", "0"):
+        raise ConfigError(
+            f"{where} {spec.strip()!r}: refused: {SOCKET_RISK}; "
+            f"set {INSECURE_VAR}=1 if you accept that"
+        )
+    _warn_insecure(f"worker spec {spec.strip()!r}", f"{INSECURE_VAR}=1")
+
+
 def _tx_gateways(spec: str, where: str) -> list[GatewaySpec]:
     return [
         GatewaySpec(f"{where} {spec.strip()!r} #{k}", xspec)
@@ -230,12 +275,22 @@ def _multicore(entry: _Entry) -> list[GatewaySpec]:
 
 
 def _execnet(entry: _Entry) -> list[GatewaySpec]:
-    entry.fields(required=("spec",), optional=("oversubscribe",))
+    entry.fields(required=("spec",), optional=("oversubscribe", "insecure"))
     spec = entry.string("spec")
     try:
         xspecs = _split_tx(spec)
     except ValueError as exc:
         raise entry.error("spec", f"invalid execnet spec {_show(spec)}: {exc}") from None
+    insecure = entry.data.get("insecure", False)
+    if not isinstance(insecure, bool):
+        raise entry.error("insecure", f"expected true or false, got {_show(insecure)}")
+    if _has_socket(xspecs):
+        if not insecure:
+            raise entry.error(
+                "spec", f"{_show(spec)} refused: {SOCKET_RISK}; "
+                'add "insecure": true to this entry if you accept that'
+            )
+        _warn_insecure(f"{entry.path}: {entry.name}.spec {_show(spec)}", '"insecure": true')
     entry.check_count("spec", _local_count(xspecs))
     return [
         GatewaySpec(f"{entry.name} (execnet {spec.strip()!r}) #{k}", xspec)
@@ -473,9 +528,15 @@ TOP_LEVEL = ("workers", "retries", "timeout")
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """The file's JSON object, its top level validated."""
+    """The file's JSON object, its top level validated.
+
+    Every read of a config file goes through here, so that none is used that
+    someone else could have written (see `_check_trusted`).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            _check_trusted(path, os.fstat(file.fileno()))  # the file read, not a swapped one
+            text = file.read().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _file_error(path, f"cannot read file: {exc}") from None
     try:
@@ -507,6 +568,44 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not workers:
         raise _file_error(path, "workers: expected at least one worker entry, got an empty list")
     return data
+
+
+def _check_trusted(path: Path, st: os.stat_result) -> None:
+    """Refuse a config file that another user wrote or can write.
+
+    The file runs commands as you (`ProxyCommand` in `ssh_options`, `python=`, execnet
+    specs), so, as OpenSSH does with its own files, it must be owned by you or by root
+    and not writable by group or others.
+    """
+    if not hasattr(os, "geteuid"):  # no POSIX owners (Windows)
+        return
+    me = os.geteuid()
+    why = "it can run commands as you (ProxyCommand in ssh_options, python=)"
+    quoted = shlex.quote(str(path))
+    if st.st_uid not in (me, 0):
+        raise _file_error(path, (
+            f"refused: owned by {_user(st.st_uid)}, but you are {_user(me)}: only a file owned "
+            f"by you or by root is trusted, as {why}; "
+            f"copy it to a file of your own (cp {quoted} NEWFILE, then PYDRON_CONF=NEWFILE) "
+            f"or have root chown it to you"
+        ))
+    if st.st_mode & 0o022:
+        who = " and ".join(name for bit, name in ((0o020, "group"), (0o002, "others"))
+                           if st.st_mode & bit)
+        raise _file_error(path, (
+            f"refused: writable by {who}: mode {st.st_mode & 0o777:o}, owner "
+            f"{_user(st.st_uid)}; only its owner may write it, as {why}; run: chmod go-w {quoted}"
+        ))
+
+
+def _user(uid: int) -> str:
+    """``name (uid N)``, or just the uid for a user without a passwd entry."""
+    try:
+        import pwd
+
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (ImportError, KeyError):
+        return f"uid {uid}"
 
 
 def _file_error(path: Path, message: str) -> ConfigError:
@@ -585,6 +684,7 @@ def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:
                 gateways.extend(_tx_gateways(spec, TX_VAR))
             except ConfigError as exc:
                 raise ConfigError(f"{TX_VAR}: {exc}") from None
+            check_tx_security(spec, TX_VAR, environ)
         reason = _too_many(_local_count([g.xspec for g in gateways]))
         if reason is not None and environ.get(OVERSUBSCRIBE_VAR, "") in ("", "0"):
             raise ConfigError(f"{TX_VAR}: {reason}; set {OVERSUBSCRIBE_VAR}=1 if you mean it")

@@ -79,6 +79,7 @@ def test_main_runs_script_and_restores_argv(clean_env, capsys):
 def test_main_reports_bad_config_file(clean_env, capsys):
     (clean_env / "script.py").write_text(SCRIPT)
     (clean_env / "pydron.conf").write_text('{"workers": [{"type": "multicore", "cores": 0}]}')
+    (clean_env / "pydron.conf").chmod(0o644)  # whatever the umask: group-writable is refused
     assert main(["run", "script.py"]) == 2
     err = capsys.readouterr().err
     assert "pydron.conf" in err and "workers[0].cores" in err
@@ -126,3 +127,27 @@ def test_run_bad_timeout_exits_2_naming_the_option(tmp_path):
     result = pydron("run", "--timeout", "-1", "script.py", cwd=tmp_path)
     assert result.returncode == 2
     assert "--timeout: expected a positive number of seconds" in result.stderr
+
+
+# socket= specs (plain TCP, no authentication) need PYDRON_INSECURE=1.
+
+
+def test_socket_tx_is_refused_naming_the_option(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYDRON_INSECURE", raising=False)
+    (tmp_path / "script.py").write_text(SCRIPT)
+    result = pydron("run", "--tx", "popen", "--tx", "socket=127.0.0.1:8888", "script.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--tx 'socket=127.0.0.1:8888': refused: " in result.stderr
+    assert "without authentication" in result.stderr and "PYDRON_INSECURE=1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_socket_tx_with_pydron_insecure_runs_and_warns_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYDRON_INSECURE", "1")
+    (tmp_path / "script.py").write_text(SCRIPT)  # starts no worker: nothing connects
+    result = pydron("run", "--tx", "2*socket=127.0.0.1:8888", "script.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["tx"] == "2*socket=127.0.0.1:8888"
+    assert result.stderr.count("InsecureGatewayWarning: worker spec") == 1, result.stderr
+    assert "'2*socket=127.0.0.1:8888'" in result.stderr and "without authentication" in result.stderr

@@ -31,6 +31,7 @@ def dirs(tmp_path):
 def write_conf(directory, data):
     path = directory / "pydron.conf"
     path.write_text(data if isinstance(data, str) else json.dumps(data))
+    path.chmod(0o644)  # whatever the umask: a group-writable file is refused
     return path
 
 
@@ -350,3 +351,133 @@ def test_bad_timeout_in_file_names_the_field(tmp_path, value):
 def test_bad_pydron_timeout(isolated, value):
     with pytest.raises(ConfigError, match="^PYDRON_TIMEOUT: expected a positive number of seconds"):
         config.timeout({**isolated, "PYDRON_TIMEOUT": value})
+
+
+# ---------------------------------------------------------------- security: socket= and file trust
+
+SOCKET = "socket=127.0.0.1:8888"
+
+
+@pytest.mark.parametrize("spec", [SOCKET, f"2*{SOCKET}", f"{SOCKET}//python=python3"])
+def test_socket_entry_is_refused_without_insecure(tmp_path, spec):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1},
+                                             {"type": "execnet", "spec": spec}]})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert message.startswith(f"pydron.conf: {path}: workers[1].spec: ")
+    assert "without authentication" in message and "run code" in message
+    assert '"insecure": true' in message
+
+
+def test_socket_entry_allowed_with_insecure_warns_once_per_spec(tmp_path):
+    path = write_conf(tmp_path, {"workers": [
+        {"type": "execnet", "spec": f"3*{SOCKET}", "insecure": True}]})
+    with pytest.warns(config.InsecureGatewayWarning) as record:
+        gateways = load_config(path)
+    assert [g.xspec for g in gateways] == [SOCKET] * 3
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert str(path) in message and "workers[0].spec" in message and SOCKET in message
+    assert "without authentication" in message and '"insecure": true' in message
+
+
+def test_insecure_must_be_a_boolean(tmp_path):
+    path = write_conf(tmp_path, {"workers": [{"type": "execnet", "spec": SOCKET, "insecure": "yes"}]})
+    with pytest.raises(ConfigError, match=r"workers\[0\]\.insecure: expected true or false"):
+        load_config(path)
+
+
+def test_insecure_is_not_needed_for_other_specs(tmp_path, recwarn):
+    path = write_conf(tmp_path, {"workers": [{"type": "execnet", "spec": "ssh=u@h//python=python3"}]})
+    assert len(load_config(path)) == 1
+    assert not [w for w in recwarn if issubclass(w.category, config.InsecureGatewayWarning)]
+
+
+def test_socket_in_pydron_tx_needs_pydron_insecure(isolated):
+    environ = {**isolated, "PYDRON_TX": f"popen;2*{SOCKET}"}
+    with pytest.raises(ConfigError) as info:
+        worker_specs(environ)
+    message = str(info.value)
+    assert message.startswith(f"PYDRON_TX '2*{SOCKET}': refused: ")
+    assert "without authentication" in message and "PYDRON_INSECURE=1" in message
+    with pytest.raises(ConfigError):
+        worker_specs({**environ, "PYDRON_INSECURE": "0"})
+    with pytest.warns(config.InsecureGatewayWarning, match="PYDRON_INSECURE=1") as record:
+        gateways = worker_specs({**environ, "PYDRON_INSECURE": "1"})
+    assert [g.xspec for g in gateways] == [LOCAL, SOCKET, SOCKET]
+    assert len(record) == 1 and f"2*{SOCKET}" in str(record[0].message)
+
+
+def conf_mode_error(path):
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("mode,who", [(0o664, "group"), (0o646, "others"), (0o666, "group and others"),
+                                      (0o620, "group")])
+def test_config_writable_by_others_is_refused(tmp_path, mode, who):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}]})
+    path.chmod(mode)
+    message = conf_mode_error(path)
+    assert message.startswith(f"pydron.conf: {path}: refused: writable by {who}: mode {mode:o}, owner ")
+    assert "ProxyCommand" in message
+    assert message.endswith(f"run: chmod go-w {path}")
+
+
+def test_every_read_of_the_config_checks_it(isolated, dirs):
+    """retries() and timeout() read the file too; so does worker_specs()."""
+    path = write_conf(dirs["cwd"], {"workers": [{"type": "multicore", "cores": 1}], "retries": 2})
+    path.chmod(0o666)
+    for read in (worker_specs, config.retries, config.timeout):
+        with pytest.raises(ConfigError, match="refused: writable by group and others"):
+            read(isolated)
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o644, 0o400, 0o755])
+def test_config_private_or_read_only_for_others_is_accepted(tmp_path, mode):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}]})
+    path.chmod(mode)
+    assert len(load_config(path)) == 1
+
+
+def test_root_owned_config_is_accepted(tmp_path, monkeypatch):
+    """E.g. /etc/pydron.conf, read by an ordinary user: root may write it, nobody else."""
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}]})
+    real = config.os.fstat
+    monkeypatch.setattr(config.os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(config.os, "fstat", lambda fd: _with_uid(real(fd), 0))
+    assert len(load_config(path)) == 1
+    path.chmod(0o664)
+    assert "refused: writable by group" in conf_mode_error(path)
+
+
+def test_config_owned_by_someone_else_is_refused_simulated(tmp_path, monkeypatch):
+    """The ownership rule for an ordinary user, whoever runs the tests."""
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}]})
+    real = config.os.fstat
+    monkeypatch.setattr(config.os, "geteuid", lambda: 4242)
+    monkeypatch.setattr(config.os, "fstat", lambda fd: _with_uid(real(fd), 4243))
+    message = conf_mode_error(path)
+    assert message.startswith(f"pydron.conf: {path}: refused: owned by uid 4243, but you are uid 4242: "
+                              "only a file owned by you or by root is trusted")
+    assert "copy it to a file of your own" in message
+
+
+def _with_uid(st, uid):
+    fields = list(st)
+    fields[4] = uid  # st_uid
+    return config.os.stat_result(fields)
+
+
+@pytest.mark.skipif(not hasattr(config.os, "geteuid") or config.os.geteuid() != 0,
+                    reason="needs root to give the file to another user")
+def test_config_owned_by_another_user_is_refused(tmp_path):
+    path = write_conf(tmp_path, {"workers": [{"type": "multicore", "cores": 1}]})
+    path.chmod(0o644)
+    config.os.chown(path, 65534, 65534)
+    message = conf_mode_error(path)
+    assert message.startswith(f"pydron.conf: {path}: refused: owned by ")
+    assert "(uid 65534), but you are " in message and "(uid 0): only a file owned by you or by root" in message
+    assert "ProxyCommand" in message and "copy it to a file of your own" in message
