@@ -35,8 +35,14 @@ class Source:
         return env
 
     def gateways(self, base: Mapping[str, str]) -> list[GatewaySpec]:
-        """Every worker of the run, validated (ConfigError names what is wrong)."""
-        return worker_specs(self.environ(base))
+        """Every worker of the run, validated (ConfigError names what is wrong and where from)."""
+        try:
+            return worker_specs(self.environ(base))
+        except ConfigError as exc:
+            message = str(exc)
+            if self.conf is None and message.startswith(f"{TX_VAR}: "):
+                message = f"{self.origin}: {message[len(TX_VAR) + 2:]}"
+            raise ConfigError(message) from None
 
 
 def resolve(cli_tx: Sequence[str], cli_conf: str | None, ini_tx: Sequence[str],

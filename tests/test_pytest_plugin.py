@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import execnet
 import pytest
 
-from pydron import config, pytest_share
+import pydron
+from pydron import config, pytest_check, pytest_share, scheduling
 from pydron.cli import main
 
 pytest_plugins = ["pytester"]
@@ -381,6 +383,11 @@ def test_bad_spec_is_a_usage_error_naming_it(suite):
     result = run(suite, "--pydron-conf", "missing.conf")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*pydron: --pydron-conf missing.conf: no such file*"])
+    suite.makeini("[pytest]\npydron_tx = 1000*popen\n")
+    result = run(suite)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pydron: ini pydron_tx: 1000 local worker processes on *"
+                                 "set PYDRON_OVERSUBSCRIBE=1 if you mean it"])
 
 
 # ---------------------------------------------------------------- sharing out (no pytest run)
@@ -479,3 +486,50 @@ def test_tx_ssh_line_works_with_execnet(sshd, tmp_path):
         assert channel.receive(timeout=30) == sshd.user
     finally:
         gateway.exit()
+
+
+# ---------------------------------------------------------------- check mode in this process
+
+
+@pydron.functional
+def noisy(x):
+    print("working on", x)  # impure: output is a side effect
+    return x * 2
+
+
+@pydron.functional
+def double(x):
+    return x * 2
+
+
+@pydron.schedule
+def noisy_pipeline(xs):
+    return [noisy(x) for x in xs]
+
+
+@pydron.schedule
+def with_lock(lock, xs):
+    with lock:
+        return [double(x) for x in xs]
+
+
+@pydron.schedule
+def fails_differently(x):
+    y = double(x)
+    if y > 3:
+        raise ValueError(f"bad {y}")
+    return y
+
+
+def test_check_compares_output_and_warns_when_it_cannot_copy(monkeypatch):
+    monkeypatch.setattr(scheduling, "top_level_runner", pytest_check.run_check)
+    with pytest.raises(pytest_check.PydronCheckError) as failure:
+        noisy_pipeline([1])
+    text = str(failure.value)
+    assert "test_pytest_plugin.noisy_pipeline() differs" in text
+    assert "printed to stdout: scheduled '[" in text and "plain 'working on 1\\n'" in text
+    with pytest.warns(pytest_check.PydronCheckWarning, match=r"with_lock\(\) not checked, its "
+                      r"arguments cannot be copied"):
+        assert with_lock(threading.Lock(), [1, 2]) == [2, 4]
+    with pytest.raises(ValueError, match="bad 4"):  # same exception both ways: raised as is
+        fails_differently(2)
