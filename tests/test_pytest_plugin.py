@@ -356,18 +356,19 @@ def test_fixtures_and_marker(suite):
         "(known: tx, mode)"])
 
 
-def test_header_names_conf_workers_and_ini_tx(suite):
+def test_conf_shared_among_xdist_workers_and_ini_tx(suite):
     conf = suite.path / "team.conf"
     conf.write_text(json.dumps({"workers": [{"type": "multicore", "cores": 2}]}))
-    suite.makepyfile(test_count='''
-        from pydron.remote.pool import get_pool
-        def test_count():
-            assert len(get_pool().workers) == 2
-    ''')
-    result = run(suite, "--pydron-conf", "team.conf", "-p", "no:xdist")
-    result.assert_outcomes(passed=1)
+    suite.makepyfile(test_shared=SHARED_SUITE)
+    result = run(suite, "--pydron-conf", "team.conf", "-n", "2")
+    result.assert_outcomes(passed=6)
     result.stdout.fnmatch_lines([
-        f"pydron: 2 worker(s) from --pydron-conf {conf}: 2 x popen (localhost)"])
+        f"pydron: 2 worker(s) from --pydron-conf {conf}: 2 x popen (localhost)",
+        "pydron: shared among 2 xdist workers: gw0: 1 x popen (localhost); gw1: 1 x popen (localhost)",
+    ])
+    seen = records(suite)
+    assert {len(r["workers"]) for r in seen} == {1}, seen
+    assert len({pid for r in seen for pid in r["workers"]}) == 2, seen
 
     suite.makeini("[pytest]\npydron_tx =\n    popen\n    ssh=me@node1//python=python3\n")
     result = run(suite, "--collect-only", "-p", "no:xdist")
