@@ -348,7 +348,7 @@ class Pool:
             lost = list(worker.inflight.values())
             worker.inflight.clear()
             failed = []
-            if not self._closed:
+            if not self._closed and not worker.stopped:
                 DEATHS.append(worker.label)
             for task, graph, _ in lost:
                 if task.future._pd_state is not PENDING:
@@ -361,7 +361,8 @@ class Pool:
                 elif len(task.killed_on) >= self.retries:
                     failed.append((task, graph, WorkerDied(_poison_message(task, self.retries))))
                 else:
-                    RETRIED.append(getattr(task.fn, "__qualname__", repr(task.fn)))
+                    if not worker.stopped:
+                        RETRIED.append(getattr(task.fn, "__qualname__", repr(task.fn)))
                     heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
             quick = worker.quick_deaths + (not worker.stopped
                                            and time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
@@ -677,8 +678,9 @@ def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseExc
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
 
-#: Over every pool of this process: the labels of the workers that died, and one entry per
-#: task sent again after a death, its function's name (the pytest plugin's summary reports them).
+#: Over every pool of this process: the labels of the workers that died (not those pydron
+#: stopped itself), and one entry per task sent again after such a death, its function's
+#: name (the pytest plugin's summary reports them).
 DEATHS: list[str] = []
 RETRIED: list[str] = []
 
