@@ -1,4 +1,4 @@
-"""The `pydron` command line: `python -m pydron run [--tx SPEC]... script.py [args...]`.
+"""The `pydron` command line: `python -m pydron run [--tx SPEC]... script.py [args...]`, `tx`, ...
 
 Each subcommand is a `(parser, handler)` pair registered in `build_parser`, so more
 can be added without touching the others.
@@ -59,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("target", metavar="MODULE:FUNCTION",
                          help="e.g. mypipeline:calibrate or path/to/file.py:calibrate")
     explain.set_defaults(func=_explain)
+
+    tx = commands.add_parser(
+        "tx",
+        help="print the configured popen and ssh workers as pytest-xdist --tx options",
+        description="Print one pytest-xdist --tx option a line for the configured workers "
+        "(--tx, PYDRON_TX, then pydron.conf, then all local cores), e.g. for "
+        "`pytest -d $(python -m pydron tx)`. ssh entries must use keys, not a password; "
+        "cloud entries are skipped (with a message on stderr).",
+    )
+    tx.add_argument("--tx", action="append", default=[], metavar="SPEC",
+                    help="workers as for `run --tx` (default: PYDRON_TX, then pydron.conf)")
+    tx.add_argument("--ssh-config-dir", metavar="DIR", default=None,
+                    help="where the ssh config files of pydron.conf's ssh entries are kept "
+                    "(default: $XDG_CACHE_HOME/pydron/tx or ~/.cache/pydron/tx)")
+    tx.set_defaults(func=_tx)
 
     cloud = commands.add_parser(
         "cloud",
@@ -150,6 +165,27 @@ def _explain(args: argparse.Namespace) -> int:
     except TypeError as exc:
         print(f"pydron: error: {module_name}:{function_name}: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _tx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pydron.txlines import default_ssh_config_dir, tx_lines
+
+    for spec in args.tx:
+        parse_tx(spec)  # raises ConfigError naming a malformed spec
+    environ = dict(os.environ)
+    if args.tx:
+        environ[TX_VAR] = ";".join(args.tx)
+    directory = Path(args.ssh_config_dir) if args.ssh_config_dir else default_ssh_config_dir()
+    lines, skipped = tx_lines(worker_specs(environ), directory)
+    for message in skipped:
+        print(f"pydron: {message}", file=sys.stderr)
+    if not lines:
+        print("pydron: error: no popen or ssh workers configured", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
     return 0
 
 

@@ -691,6 +691,28 @@ def worker_specs(environ: Mapping[str, str] = os.environ) -> list[GatewaySpec]:
         return gateways
     path = find_config_file(environ)
     if path is not None:
-        return load_config(path)
+        return _share(path, load_config(path), environ)
     cores = usable_cores()
     return [GatewaySpec(f"popen-{k}", local_python_spec()) for k in range(1, cores + 1)]
+
+
+SHARE_VAR = "PYDRON_SHARE"
+
+
+def _share(path: Path, gateways: list[GatewaySpec], environ: Mapping[str, str]) -> list[GatewaySpec]:
+    """This process's part of ``path``'s gateways, if `PYDRON_SHARE` is "I,J,...:PATH" for it.
+
+    The pytest plugin shares one pydron.conf out among pytest-xdist workers this way; the
+    path in the value keeps a test that points `PYDRON_CONF` elsewhere from being affected.
+    """
+    value = environ.get(SHARE_VAR, "")
+    indices, sep, shared_path = value.partition(":")
+    if not sep or os.path.abspath(shared_path) != os.path.abspath(path):
+        return gateways
+    try:
+        chosen = [int(index) for index in indices.split(",")]
+    except ValueError:
+        raise ConfigError(f"{SHARE_VAR}: expected positions like 0,2 before the ':', got {indices!r}") from None
+    if any(not 0 <= index < len(gateways) for index in chosen):
+        raise ConfigError(f"{SHARE_VAR}: {path} has {len(gateways)} workers; no position among {indices}")
+    return [gateways[index] for index in chosen]

@@ -9,13 +9,19 @@ from typing import Any, Callable, TypeVar
 
 from pydron.remote.pool import get_pool
 from pydron.runtime.future import FUTURES
-from pydron.runtime.graph import Graph, _inline_codes, set_current_graph
+from pydron.runtime.graph import Graph, _inline_codes, current_graph, set_current_graph
 from pydron.runtime.resolve import resolve_deep
 from pydron.runtime.syncpoints import SCHEDULE_MARK, forget_call_sites, with_code
 from pydron.tracer.rewrite import rewrite_code
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PYDRON_DIR = __file__.rsplit("/", 1)[0]
+
+#: The pytest plugin's switch (``--pydron=sequential|check``, pydron/pytest_check.py): when set,
+#: a top-level call (no schedule call running on this thread) is ``top_level_runner(fn,
+#: run_scheduled, args, kwargs)``: ``fn`` is the plain function, ``run_scheduled(args, kwargs)``
+#: the usual scheduled run.  None (the default): run it scheduled.
+top_level_runner: Callable[..., Any] | None = None
 
 
 def schedule(fn: F) -> F:
@@ -33,12 +39,17 @@ def schedule(fn: F) -> F:
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
+            if top_level_runner is not None and current_graph() is None:
+                run = functools.partial(_run_generator, rewritten)
+                return (yield from top_level_runner(fn, run, args, kwargs))
             return (yield from _run_generator(rewritten, args, kwargs))
 
         wrapper = generator_wrapper
     else:
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if top_level_runner is not None and current_graph() is None:
+                return top_level_runner(fn, functools.partial(_run, rewritten), args, kwargs)
             return _run(rewritten, args, kwargs)
 
     setattr(wrapper, SCHEDULE_MARK, rewritten)

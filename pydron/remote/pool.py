@@ -426,6 +426,8 @@ class Pool:
             lost = list(worker.inflight.values())
             worker.inflight.clear()
             failed = []
+            if not self._closed and not worker.stopped:
+                DEATHS.append(worker.label)
             for task, graph, _ in lost:
                 if task.future._pd_state is not PENDING:
                     continue  # cancelled or timed out: nobody waits for it
@@ -437,6 +439,8 @@ class Pool:
                 elif len(task.killed_on) >= self.retries:
                     failed.append((task, graph, WorkerDied(_poison_message(task, self.retries))))
                 else:
+                    if not worker.stopped:
+                        RETRIED.append(getattr(task.fn, "__qualname__", repr(task.fn)))
                     heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
             quick = worker.quick_deaths + (not worker.stopped
                                            and time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
@@ -957,6 +961,12 @@ def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseExc
 _pool: Pool | None = None
 _pool_lock = threading.Lock()
 
+#: Over every pool of this process: the labels of the workers that died (not those pydron
+#: stopped itself), and one entry per task sent again after such a death, its function's
+#: name (the pytest plugin's summary reports them).
+DEATHS: list[str] = []
+RETRIED: list[str] = []
+
 
 def get_pool() -> Pool:
     """The process-wide pool, started on first use from the configuration."""
@@ -969,6 +979,15 @@ def get_pool() -> Pool:
 
             _pool = Pool(worker_specs(), retries=retries(), timeout=timeout())
         return _pool
+
+
+def swap_pool(pool: Pool | None) -> Pool | None:
+    """Make ``pool`` the process-wide pool (None: the next use starts one from the
+    configuration) and return the one it replaces, still running (pytest's per-test pools)."""
+    global _pool
+    with _pool_lock:
+        previous, _pool = _pool, pool
+    return previous
 
 
 def shutdown() -> None:
