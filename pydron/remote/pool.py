@@ -111,8 +111,10 @@ class Pool:
         # execnet channels, never written anywhere.
         self._secret = secrets.token_bytes(32)
         self._client = dataplane.Client(self._secret)
-        # Bytes of values and arguments that passed through the master (both ways).
+        # Bytes of values and arguments that passed through the master (both ways),
+        # and of kept values sent from one worker to another.
         self.bytes_through_master = 0
+        self.bytes_between_workers = 0
         self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
         self._watchdog: threading.Thread | None = None
         self._start_workers()
@@ -339,6 +341,7 @@ class Pool:
             raise _NeedsRecompute(value)
         if value.worker is worker:
             return ("here", value.key)
+        self.bytes_between_workers += value.size
         return ("peer", value.key, value.worker.data_address)
 
     def _function(self, fn: Any) -> tuple[int | None, bytes]:
