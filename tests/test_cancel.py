@@ -74,7 +74,9 @@ def test_failure_raised_when_earlier_calls_are_done_and_later_ones_stopped(tmp_p
     # queued call started afterwards.
     time.sleep(TASK_SECONDS + 0.5)
     assert _files(tmp_path, "finished-") == []
-    assert len(_files(tmp_path, "started-")) <= 2  # the failing one, at most one per worker besides
+    # The failing one, and at most one more per worker: the one running on the
+    # other worker, and one sent to the failing call's worker as it freed up.
+    assert len(_files(tmp_path, "started-")) <= 3
     # The next call starts on an idle pool, on both workers.
     start = time.monotonic()
     assert warm() == [1, 2, 3, 4]
