@@ -457,3 +457,46 @@ def test_print_and_logging_in_a_task_reach_the_master_once_with_the_worker_label
         assert len(said) == 1 and said[0].startswith("[popen-"), proc.stdout
         warned = [line for line in proc.stderr.splitlines() if line.endswith(f"WARNING:root:careful {i}")]
         assert len(warned) == 1 and warned[0].startswith("[popen-"), proc.stderr
+
+
+_REAL_NAMES = r'''
+import logging, sys, warnings
+sys.path[:0] = {paths!r}
+import pydron
+
+@pydron.functional
+def task(i):
+    warnings.warn(f"careful {i}")
+    logging.getLogger("mine").info("info record %d", i)
+    if i == 1:
+        raise ValueError("task failed")
+    return i
+
+@pydron.schedule
+def run():
+    return [task(i) for i in range(2)]
+
+logging.basicConfig(level=logging.INFO, format="%(levelname)s|%(name)s|%(message)s")
+try:
+    run()
+except ValueError as exc:
+    print("NOTES", *exc.__notes__, sep="\n")
+'''
+
+
+def test_tasks_defined_in_main_warn_and_fail_with_the_real_file_and_line_and_log_through_the_master(tmp_path):
+    script = tmp_path / "realnames.py"
+    script.write_text(_REAL_NAMES.replace("{paths!r}", repr([ROOT, HERE])))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYDRON_")}
+    env["PYDRON_TX"] = "2*popen"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.splitlines()
+    for i in range(2):
+        warned = [line for line in err if line.endswith(f"UserWarning: careful {i}")]
+        assert len(warned) == 1 and f"{script}:8: UserWarning" in warned[0], proc.stderr
+        # The master's logging configuration (level INFO, its format) applies to the task's record.
+        logged = [line for line in err if line.startswith("INFO|mine|[") and line.endswith(f"] info record {i}")]
+        assert len(logged) == 1, proc.stderr
+    assert f'File "{script}", line 11, in task' in proc.stdout, proc.stdout

@@ -10,6 +10,7 @@ import atexit
 import collections
 import heapq
 import inspect
+import logging
 import os
 import secrets
 import sys
@@ -158,6 +159,9 @@ class Pool:
                 "chdir": os.getcwd() if local else None,
                 "parent_pid": os.getpid() if local else None,
                 "label": label,
+                # tasks' log records at or above the master's root level are sent back
+                "log_level": logging.getLogger().getEffectiveLevel(),
+                "log_configured": bool(logging.getLogger().handlers),
             }
             modules_seen = len(sys.modules)
             if not local:  # the remote has only Python: send what the worker needs
@@ -371,6 +375,9 @@ class Pool:
         kind, body = message
         if kind == "output":
             _print_output(worker, *body)
+            return
+        if kind == "log":
+            _log_record(worker, body)
             return
         if kind != "done":
             return
@@ -877,6 +884,19 @@ def _print_output(worker: Worker, stream: str, text: str) -> None:
         target.write("".join(f"[{worker.label}] {line}" for line in lines))
         target.flush()
     except (OSError, ValueError):  # the master's own stream is closed
+        pass
+
+
+def _log_record(worker: Worker, data: dict) -> None:
+    """A task's log record, handled by the master's logger of the same name, labelled."""
+    logger = logging.getLogger(data["name"])
+    if not logger.isEnabledFor(data["levelno"]):
+        return
+    data["msg"] = f"[{worker.label}] {data['msg']}"
+    data["args"] = None
+    try:
+        logger.handle(logging.makeLogRecord(data))
+    except Exception:  # noqa: BLE001 - a broken handler must not stop the results
         pass
 
 

@@ -34,15 +34,19 @@ worker -> master
                "tmp_dir": str or None})          (the directory of shipped files)
     ("done", [RESULT, ...])                        a batch of results
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
+    ("log", {"name":, "levelno":, "msg":, ...})     a task's log record at or above init's
+                                                   "log_level", its message formatted
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text)
     A cancelled task's RESULT is (task_id, False, b"", None); the master has
     already failed its future and ignores it.
 """
 from __future__ import annotations
 
+import collections
 import io
 import pickle
 import sys
+import types
 from typing import Any
 
 import cloudpickle
@@ -120,5 +124,25 @@ def dump_deep(value: Any, persistent_id: Any = None) -> bytes:
 
 
 def dump_function(fn: Any) -> bytes:
-    """Pickle a functional function (by reference when importable, else by value)."""
-    return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+    """Pickle a functional function (by reference when importable, else by value).
+
+    Code pickled by value keeps its file name (cloudpickle replaces it with
+    ``<dynamic-code>``), so warnings and tracebacks from a task name the real
+    source file and line.
+    """
+    buffer = io.BytesIO()
+    _FunctionPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(fn)
+    return buffer.getvalue()
+
+
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    rebuild, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return rebuild, tuple(code.co_filename if arg == "<dynamic-code>" else arg for arg in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+
+
+class _FunctionPickler(cloudpickle.Pickler):
+    dispatch_table = collections.ChainMap({types.CodeType: _code_reduce_keeping_filename},
+                                          cloudpickle.Pickler.dispatch_table)

@@ -214,6 +214,41 @@ class _Forward:
         return True
 
 
+def _forward_logging(channel, level, configured):
+    """Log records made in tasks go to the master, which hands them to its own loggers
+    (so its levels, handlers and format apply); below ``level`` they are not sent.
+
+    If the master's logging is not configured, only what would reach its last-resort
+    handler is sent, and a task's ``logging.warning()`` configures the worker's own
+    logging as it would the master's in the plain run (its output then comes as stderr).
+    """
+    import logging
+
+    class Forward(logging.Handler):
+        def emit(self, record):
+            try:
+                data = {
+                    "name": record.name, "levelno": record.levelno, "levelname": record.levelname,
+                    "msg": record.getMessage(), "pathname": record.pathname,
+                    "filename": record.filename, "module": record.module,
+                    "lineno": record.lineno, "funcName": record.funcName,
+                    "created": record.created, "msecs": record.msecs,
+                    "process": record.process, "threadName": record.threadName,
+                }
+                if record.exc_info:
+                    data["exc_text"] = logging.Formatter().formatException(record.exc_info)
+                channel.send(("log", data))
+            except Exception:  # the master is gone, or a bad record: like logging, carry on
+                pass
+
+    if configured:
+        root = logging.getLogger()
+        root.addHandler(Forward())
+        root.setLevel(level)
+    else:
+        logging.lastResort = Forward(logging.WARNING)
+
+
 # resolve.PLAIN_TYPES (this module imports nothing from pydron: see above).
 _PLAIN = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
@@ -345,6 +380,8 @@ def serve(channel):
                             "tmp_dir": shipped, "data_port": data_port}))
     streams = (_Forward(channel, "out"), _Forward(channel, "err"))
     sys.stdout, sys.stderr = streams
+    if init.get("log_level") is not None:
+        _forward_logging(channel, init["log_level"], init.get("log_configured", False))
     functions = {}
     while True:
         try:
