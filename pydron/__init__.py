@@ -5,13 +5,15 @@ Decorate the pipeline with ``@pydron.schedule`` and its pure helpers with
 """
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import functional
+from pydron.observe.status import Stats, WorkerInfo, stats, workers
 from pydron.remote.pool import shutdown
 from pydron.runtime.purity import pure
 from pydron.scheduling import schedule
 from pydron.tracer.explain import explain
 
 __all__ = [
-    "schedule", "functional", "pure", "explain", "shutdown",
+    "schedule", "functional", "pure", "explain", "shutdown", "workers", "stats",
+    "Stats", "WorkerInfo",
     "ConfigError", "PydronError", "RemoteError", "WorkerDied",
 ]
 
