@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop any functional call that runs longer and raise TimeoutError "
         "(default: PYDRON_TIMEOUT, then pydron.conf's timeout, then no limit)",
     )
+    run.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log what pydron does on stderr: -v workers starting and stopping, retries and "
+        "large transfers (INFO), -vv every task as well (DEBUG)",
+    )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     run.set_defaults(func=_run)
@@ -120,6 +125,10 @@ def _run(args: argparse.Namespace) -> int:
     worker_specs()  # report a bad PYDRON_TX or pydron.conf now, not mid-script
     retries()
     timeout()
+    if args.verbose:
+        from pydron.observe import logs
+
+        logs.enable(args.verbose)
     if not os.path.isfile(args.script):
         print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
         return 2

@@ -87,11 +87,23 @@ def test_stats_count_failures(own_pool):
     assert stats.issued == 2 and stats.tasks == 2 and stats.failures == 1
 
 
-def test_stats_count_bytes_moved(own_pool):
+def test_stats_count_bytes_moved_and_large_transfers_are_logged(own_pool, caplog):
+    caplog.set_level(logging.INFO, logger="pydron")
     assert H.big(3_000_000) == 3_000_000
     stats = pydron.stats()
     assert 3_000_000 <= stats.bytes_in < 3_100_000
     assert stats.bytes_out < 100_000
+    received = [r for r in caplog.records if r.getMessage().startswith("received ")]
+    assert len(received) == 1 and r"bytes from" in received[0].getMessage()
+    assert int(received[0].getMessage().split()[1]) == stats.bytes_in
+
+
+def test_nothing_is_logged_by_default():
+    import logging as logging_module
+
+    logger = logging_module.getLogger("pydron")
+    assert any(isinstance(h, logging_module.NullHandler) for h in logger.handlers)
+    assert not logger.propagate or logger.level == logging_module.NOTSET
 
 
 def test_a_dead_worker_counts_as_a_retry(own_pool, tmp_path, caplog):

@@ -205,6 +205,9 @@ class Events:
         if size >= BIG_TRANSFER:
             log.info("sent %d bytes to %s for %s()", size, worker.label,
                      getattr(task.fn, "__qualname__", "?"))
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("task %d %s() sent to %s (%d bytes)", task_id,
+                      getattr(task.fn, "__qualname__", "?"), worker.label, size)
 
     def finished(self, worker: Any, task_id: int, ok: bool, data: Any,
                  began: float | None, ended: float | None) -> None:
@@ -240,7 +243,10 @@ class Events:
         if records is not None:
             records.append(("done", task_id, ok, size, _clock(), began, ended))
         if size >= BIG_TRANSFER:
-            log.info("received %d bytes from %s", size, label)
+            log.info("received %d bytes from %s (task %d)", size, label, task_id)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("task %d %s on %s after %.1f ms (%d bytes back)", task_id,
+                      "done" if ok else "failed", label, seconds * 1e3, size)
 
     def worker_started(self, worker: Any) -> None:
         """A worker is up (its ``info`` holds the worker's own report)."""
