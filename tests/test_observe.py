@@ -99,11 +99,18 @@ def test_stats_count_bytes_moved_and_large_transfers_are_logged(own_pool, caplog
 
 
 def test_nothing_is_logged_by_default():
-    import logging as logging_module
+    """Without logging configured, even a warning (a worker died) prints nothing."""
+    import subprocess
+    import sys
 
-    logger = logging_module.getLogger("pydron")
-    assert any(isinstance(h, logging_module.NullHandler) for h in logger.handlers)
-    assert not logger.propagate or logger.level == logging_module.NOTSET
+    code = "import logging, pydron; logging.getLogger('pydron.x').warning('worker died')"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    code = "import logging; logging.getLogger('pydron.x').warning('worker died')"
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "worker died" in shown.stderr  # without pydron's NullHandler it would print
 
 
 def test_a_dead_worker_counts_as_a_retry(own_pool, tmp_path, caplog):
