@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="log what pydron does on stderr: -v workers starting and stopping, retries and "
         "large transfers (INFO), -vv every task as well (DEBUG)",
     )
+    run.add_argument(
+        "--progress", action="store_true", default=None,
+        help="show the progress line even where stderr is not a terminal "
+        "(default: on a terminal, unless PYDRON_PROGRESS=0)",
+    )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     run.set_defaults(func=_run)
@@ -129,6 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         from pydron.observe import logs
 
         logs.enable(args.verbose)
+    if args.progress:
+        from pydron.observe import progress
+
+        progress.set_default(True)
     if not os.path.isfile(args.script):
         print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
         return 2
