@@ -6,6 +6,7 @@ Decorate the pipeline with ``@pydron.schedule`` and its pure helpers with
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import functional
 from pydron.observe.progress import progress
+from pydron.observe.report import report
 from pydron.observe.status import Stats, WorkerInfo, stats, workers
 from pydron.remote.pool import shutdown
 from pydron.runtime.purity import pure
@@ -14,7 +15,7 @@ from pydron.tracer.explain import explain
 
 __all__ = [
     "schedule", "functional", "pure", "explain", "shutdown", "workers", "stats",
-    "progress", "Stats", "WorkerInfo",
+    "progress", "report", "Stats", "WorkerInfo",
     "ConfigError", "PydronError", "RemoteError", "WorkerDied",
 ]
 

@@ -7,6 +7,7 @@ can be added without touching the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import runpy
 import sys
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--progress", action="store_true", default=None,
         help="show the progress line even where stderr is not a terminal "
         "(default: on a terminal, unless PYDRON_PROGRESS=0)",
+    )
+    run.add_argument(
+        "--report", metavar="FILE.html", default=None,
+        help="write a run report (timeline per worker, waits, summary, task graph) to this "
+        "self-contained HTML file when the script ends, and the task graph's DOT text beside it",
     )
     run.add_argument("script", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
@@ -138,6 +144,10 @@ def _run(args: argparse.Namespace) -> int:
         from pydron.observe import progress
 
         progress.set_default(True)
+    if args.report and not args.report.endswith((".html", ".htm")):
+        print(f"pydron: error: --report {args.report!r}: the report is an HTML file "
+              f"(e.g. --report run.html)", file=sys.stderr)
+        return 2
     if not os.path.isfile(args.script):
         print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
         return 2
@@ -146,8 +156,14 @@ def _run(args: argparse.Namespace) -> int:
     saved_argv, saved_path = sys.argv[:], sys.path[:]
     sys.argv = [args.script, *args.args]
     sys.path.insert(0, script_dir)  # so the script's own modules import, as with `python script.py`
+    recording = contextlib.nullcontext()
+    if args.report:
+        from pydron.observe.report import report
+
+        recording = report(args.report)
     try:
-        runpy.run_path(args.script, run_name="__main__")
+        with recording:
+            runpy.run_path(args.script, run_name="__main__")
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return 0

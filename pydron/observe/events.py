@@ -103,9 +103,6 @@ class Events:
             self._watchers += 1
             if self.records is None:
                 self.records = []
-                for stats in self.workers.values():  # the lanes of workers already up
-                    if stats.stopped is None:
-                        self.records.append(("start", stats.label, stats.started))
             return self.records
 
     def unwatch(self) -> None:
