@@ -19,3 +19,11 @@ __all__ = [
     "ConfigError", "PydronError", "RemoteError", "WorkerDied",
 ]
 
+
+def __getattr__(name: str) -> str:
+    # Looked up on first use: reading package metadata would slow every import of pydron.
+    if name == "__version__":
+        from pydron.version import version
+
+        return version()
+    raise AttributeError(f"module 'pydron' has no attribute {name!r}")
