@@ -234,7 +234,6 @@ def _error(message: str) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     import importlib
-    import runpy
 
     from pydron.tracer.explain import explain
 
@@ -245,10 +244,14 @@ def _explain(args: argparse.Namespace) -> int:
     sys.path.insert(0, os.getcwd())
     try:
         if module_name.endswith(".py"):
-            namespace = runpy.run_path(module_name, run_name="__pydron_explain__")
+            from pydron.scriptload import load
+
+            namespace, notes = load(module_name)
+            for note in notes:
+                print(f"pydron: note: {note}", file=sys.stderr)
         else:
             namespace = vars(importlib.import_module(module_name))
-    except (ImportError, OSError) as exc:
+    except (ImportError, OSError, SyntaxError) as exc:
         print(f"pydron: error: cannot load {module_name}: {exc}", file=sys.stderr)
         return 2
     target: object = namespace

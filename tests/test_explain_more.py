@@ -75,3 +75,64 @@ def test_what_explain_says_is_what_runs(own_pool):
     took = time.perf_counter() - start
     assert took < 1.0, f"{took:.2f} s: the loop ran one call at a time (1.2 s)"
     assert pydron.stats().speedup > 1.5
+
+
+SCRIPT = """\
+import sys
+import pydron
+
+@pydron.functional
+def f(x):
+    return x + 1
+
+@pydron.schedule
+def pipeline(xs):
+    print("the pipeline ran")
+    out = []
+    for x in xs:
+        out.append(f(x))
+    return out
+
+result = pipeline([1, 2, 3])
+count = int(sys.argv[1])
+
+def later(xs):
+    return [f(x) for x in xs]
+
+if __name__ == "__main__":
+    print("main block ran")
+"""
+
+
+def _explain(*args, cwd):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYDRON_TX", "PYDRON_CONF")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYDRON_TX"] = "2*popen"
+    return subprocess.run([sys.executable, "-m", "pydron", "explain", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_explain_a_script_whose_top_level_calls_a_schedule_function(tmp_path):
+    (tmp_path / "script.py").write_text(SCRIPT)
+    result = _explain("script.py:pipeline", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "pipeline (script.py, line 8)",
+        "  line 10: call to `print` (not functional): a sync point",
+        "  line 13: `f` is functional: a task",
+        "  line 13: `out.append` on a container built here: no sync point",
+        "  loop of line 12 (`for`): its functional calls run in parallel",
+    ]
+    assert result.stderr.splitlines() == [
+        "pydron: note: script.py, line 16: not run, it calls the schedule function pipeline()",
+        "pydron: note: script.py, line 17: not run, it raised IndexError: list index out of range",
+    ]
+    # definitions after the statements left out are there too
+    later = _explain("script.py:later", cwd=tmp_path)
+    assert later.returncode == 0 and "`f` is functional: a task" in later.stdout, later.stderr
+
+
+def test_explain_a_script_with_a_syntax_error_names_it(tmp_path):
+    (tmp_path / "bad.py").write_text("def f(:\n    pass\n")
+    result = _explain("bad.py:f", cwd=tmp_path)
+    assert result.returncode == 2 and "cannot load bad.py" in result.stderr and "line 1" in result.stderr
