@@ -2,7 +2,7 @@
 
 The file's top level runs as a module named ``__pydron_explain__`` (so an
 ``if __name__ == "__main__":`` block stays out), one top-level statement at a
-time. A statement that calls a schedule function is stopped at that call, and
+time, with ``sys.argv == [path]``. A statement that calls a schedule function is stopped at that call, and
 one that fails (or exits) is left out; either way the next statement runs, and
 each one left out is named in the returned notes. The definitions explain
 needs are ordinary statements and run as usual.
@@ -57,6 +57,7 @@ def load(path: str) -> tuple[dict, list[str]]:
     notes: list[str] = []
     saved = sys.modules.get(MODULE_NAME)
     sys.modules[MODULE_NAME] = module  # for dataclasses, pickling by reference, ...
+    saved_argv, sys.argv = sys.argv, [path]  # as if run with no arguments
     try:
         with _schedule_calls_stopped():
             for statement in tree.body:
@@ -70,6 +71,7 @@ def load(path: str) -> tuple[dict, list[str]]:
                     notes.append(f"{path}, line {statement.lineno}: not run, it raised "
                                  f"{type(exc).__name__}: {exc}")
     finally:
+        sys.argv = saved_argv
         if saved is None:
             sys.modules.pop(MODULE_NAME, None)
         else:
