@@ -68,3 +68,8 @@ def survive(marker):
 @pydron.schedule
 def big(size):
     return len(blob(size))
+
+
+@pydron.schedule
+def small_big(size):
+    return len(blob(size))

@@ -89,13 +89,18 @@ def test_stats_count_failures(own_pool):
 
 def test_stats_count_bytes_moved_and_large_transfers_are_logged(own_pool, caplog):
     caplog.set_level(logging.INFO, logger="pydron")
-    assert H.big(3_000_000) == 3_000_000
+    assert H.big(3_000_000) == 3_000_000  # the result stays on its worker; len() fetches it
     stats = pydron.stats()
     assert 3_000_000 <= stats.bytes_in < 3_100_000
+    assert stats.bytes_kept == stats.bytes_in
     assert stats.bytes_out < 100_000
-    received = [r for r in caplog.records if r.getMessage().startswith("received ")]
-    assert len(received) == 1 and r"bytes from" in received[0].getMessage()
-    assert int(received[0].getMessage().split()[1]) == stats.bytes_in
+    fetched = [r for r in caplog.records if r.getMessage().startswith("fetched ")]
+    assert len(fetched) == 1 and "bytes kept on" in fetched[0].getMessage()
+    assert int(fetched[0].getMessage().split()[1]) == stats.bytes_in
+    assert H.small_big(50_000) == 50_000  # under the inline limit: it comes back with its task
+    stats = pydron.stats()
+    assert 50_000 <= stats.bytes_in < 51_000 and stats.bytes_kept == 0
+    assert not [r for r in caplog.records if r.getMessage().startswith("received ")]  # < 1 MB
 
 
 def test_nothing_is_logged_by_default():

@@ -122,8 +122,11 @@ def test_the_model_of_a_run(own_pool, tmp_path):
     assert [r[0] for r in tl.runs] == [tl.runs[0][0], tl.runs[0][0] + 1]  # two top-level calls
     # chain_and_fan: each nap needed one double, done on some worker
     fed = [b for b in tl.bars if b.name == "nap" and b.inputs_from]
-    assert len(fed) == 3 and all(len(b.inputs_from) == 1 and b.inputs_from[0] in
-                                 {w.label for w in pydron.workers()} for b in fed)
+    labels = {w.label for w in pydron.workers()}
+    assert len(fed) == 3, fed
+    for bar in fed:  # small results travel back to the master and out again
+        assert len(bar.inputs_from) == 1 and bar.inputs_from[0].endswith(" (via the master)"), bar
+        assert bar.inputs_from[0].rsplit(" (", 1)[0] in labels
     nodes = [n for n in tl.nodes if n.run == tl.runs[1][0]]
     assert [len(n.inputs) for n in nodes] == [0, 0, 0, 1, 1, 1]
     assert graphdraw.layers(tl.nodes)[-3:] == [1, 1, 1]

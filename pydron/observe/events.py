@@ -75,8 +75,9 @@ class RunStats:
     failures: int = 0  # tasks whose function raised
     retries: int = 0  # tasks sent again because their worker died
     workers_died: int = 0
-    bytes_in: int = 0
+    bytes_in: int = 0  # results that came to the master, with their task or fetched later
     bytes_out: int = 0
+    bytes_kept: int = 0  # results left on the worker that made them (the data plane)
     waits: int = 0  # times the schedule function blocked for a task
     wait_seconds: float = 0.0
     busy: dict[str, float] = field(default_factory=dict)  # worker label -> task seconds
@@ -219,8 +220,10 @@ class Events:
             if records is not None:
                 records.append(("done", task_id, None, 0, _clock(), began, ended))
             return
+        kept = 0 if type(data) is bytes else data[2]  # ("kept", key, size, type)
         size = len(data) if type(data) is bytes else 0
         run = self.run
+        run.bytes_kept += kept
         run.done += 1
         run.bytes_in += size
         seconds = ended - began if began is not None and ended is not None else 0.0
@@ -238,12 +241,21 @@ class Events:
             run.failures += 1
         records = self.records
         if records is not None:
-            records.append(("done", task_id, ok, size, _clock(), began, ended))
+            records.append(("done", task_id, ok, size or kept, _clock(), began, ended))
         if size >= BIG_TRANSFER:
             log.info("received %d bytes from %s (task %d)", size, label, task_id)
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("task %d %s on %s after %.1f ms (%d bytes back)", task_id,
                       "done" if ok else "failed", label, seconds * 1e3, size)
+
+    def fetched(self, worker: Any, size: int) -> None:
+        """The master fetched a result that ``worker`` kept (``size`` bytes)."""
+        self.run.bytes_in += size
+        stats = self.workers.get(worker.label)
+        if stats is not None:
+            stats.bytes_in += size
+        if size >= BIG_TRANSFER:
+            log.info("fetched %d bytes kept on %s", size, worker.label)
 
     def worker_started(self, worker: Any) -> None:
         """A worker is up (its ``info`` holds the worker's own report)."""

@@ -24,6 +24,7 @@ svg text { font: 11px sans-serif; fill: #222; } svg text.small { font-size: 10px
 .lane-bg { fill: #f4f5f7; } .lane-label { font-weight: 600; }
 rect.task { stroke: #0003; stroke-width: 0.5; } rect.task.failed { stroke: #c00; stroke-width: 2; }
 rect.task.lost { fill: #bbb !important; stroke: #c00; stroke-dasharray: 3 2; }
+rect.task.cancelled { fill: #ddd !important; stroke: #888; stroke-dasharray: 2 2; }
 rect.task:hover, rect.wait:hover { stroke: #000; stroke-width: 1.5; }
 rect.wait { fill: #e8a33d; } rect.run { fill: #dfe7f3; }
 .tick { stroke: #ccc; } .dead { stroke: #c00; stroke-width: 2; }
@@ -90,13 +91,15 @@ def page(timeline: Timeline, title: str = "pydron run report") -> tuple[str, str
 
 
 def _summary(tl: Timeline) -> str:
-    done = [b for b in tl.bars if b.status != "lost"]
+    done = [b for b in tl.bars if b.status in ("ok", "failed")]
+    cancelled = sum(b.status == "cancelled" for b in tl.bars)
     failed = sum(b.status == "failed" for b in tl.bars)
     lost = sum(b.status == "lost" for b in tl.bars)
     bytes_out = sum(b.bytes_out for b in tl.bars)
     bytes_in = sum(b.bytes_in for b in tl.bars)
     rows = [
-        ("tasks", f"{len(done)} finished ({failed} failed), {lost} lost with a worker and run again"),
+        ("tasks", f"{len(done)} finished ({failed} failed), {lost} lost with a worker and run again, "
+                  f"{cancelled} cancelled"),
         ("functional calls", f"{len(tl.nodes)}"),
         ("elapsed", f"{tl.elapsed:.3f} s in top-level schedule calls"),
         ("summed task time", f"{tl.task_seconds:.3f} s"),

@@ -35,7 +35,8 @@ class Stats:
     retries: int  # tasks sent again because the worker running them died
     workers_died: int
     bytes_out: int  # functions, arguments and inputs sent to workers
-    bytes_in: int  # results received
+    bytes_in: int  # results that came to the master (with their task, or fetched when needed)
+    bytes_kept: int  # results left on the worker that made them
     waits: int  # times the schedule function blocked for a result
     wait_seconds: float
     busy: dict[str, float] = field(default_factory=dict)  # worker label -> seconds running tasks
@@ -97,6 +98,7 @@ def stats() -> Stats:
         elapsed=(ended if ended is not None else time.perf_counter()) - run.started,
         issued=run.issued, tasks=run.done, failures=run.failures, retries=run.retries,
         workers_died=run.workers_died, bytes_out=run.bytes_out, bytes_in=run.bytes_in,
+        bytes_kept=run.bytes_kept,
         waits=run.waits, wait_seconds=run.wait_seconds,
         busy=dict(run.busy), tasks_per_worker=dict(run.tasks),
     )

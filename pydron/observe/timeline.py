@@ -22,7 +22,7 @@ class Bar:
     line: int
     start: float
     end: float
-    status: str  # "ok", "failed" or "lost" (its worker died)
+    status: str  # "ok", "failed", "cancelled" or "lost" (its worker died)
     bytes_out: int
     bytes_in: int
     node: int  # index of its task in Timeline.nodes
@@ -160,13 +160,14 @@ def build(records: list[tuple], now: float) -> Timeline:
     worker_of_node: dict[int, str] = {}
     bars: list[Bar] = []
     for task_id, send in sends.items():
-        _, _, graph, seq, label, sent, bytes_out = send
+        _, _, graph, seq, label, sent, bytes_out, routes = send
         index = node_of.get((graph, seq))
         node = nodes[index] if index is not None else Node("?", "?", 0, run)
         result = done.get(task_id)
         if result is not None and result[5] is not None and label in offsets:
             start, end = result[5] + offsets[label], result[6] + offsets[label]
-            status, bytes_in = ("ok" if result[2] else "failed"), result[3]
+            status = {True: "ok", False: "failed", None: "cancelled"}[result[2]]
+            bytes_in = result[3]
         else:
             lane = lanes.get(label)
             died = lane.end + origin if lane is not None and lane.end is not None else now
@@ -174,10 +175,17 @@ def build(records: list[tuple], now: float) -> Timeline:
         if index is not None and status != "lost":
             worker_of_node[index] = label
             node.worker = label
-        bars.append(Bar(task_id, label, node.name, node.file, node.line, start - origin,
-                        end - origin, status, bytes_out, bytes_in, index if index is not None else -1))
+        bar = Bar(task_id, label, node.name, node.file, node.line, start - origin,
+                  end - origin, status, bytes_out, bytes_in, index if index is not None else -1)
+        bar.inputs_from = routes  # type: ignore[assignment] - made readable below
+        bars.append(bar)
+    how = {"master": "via the master", "here": "kept on this worker", "peer": "fetched directly"}
     for bar in bars:
-        if bar.node >= 0:
-            bar.inputs_from = [worker_of_node.get(i, "the master") for i in nodes[bar.node].inputs]
+        routes = bar.inputs_from
+        producers = nodes[bar.node].inputs if bar.node >= 0 else []
+        # Inputs made on the master (deferred operators) have no producing call here.
+        bar.inputs_from = [f"{worker_of_node.get(p, 'the master')} ({how.get(r, r)})"
+                           for p, r in zip(producers, routes)] if len(producers) == len(routes) else \
+                          [how.get(r, r) for r in routes]
     bars.sort(key=lambda b: (b.worker, b.start))
     return Timeline(list(lanes.values()), bars, waits, nodes, runs, now - origin)

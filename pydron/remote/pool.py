@@ -526,6 +526,7 @@ class Pool:
                 value.lost = True  # its worker is gone (or dropped it): make it again
                 continue
             self.bytes_through_master += value.size
+            EVENTS.fetched(value.worker, value.size)
             return result
 
     def _recompute_and_wait(self, value: RemoteValue) -> None:
