@@ -63,6 +63,7 @@ class Tool:
         raise NotImplementedError
 
     glue = None  # only sequential and pydron run the glue loop
+    progress_off = progress_on = None  # pydron only: its progress line
 
 
 class Sequential(Tool):
@@ -159,11 +160,45 @@ class Pydron(Tool):
         self.chains = pydron.schedule(w.chains)
         self.pipeline = pydron.schedule(w.pipeline)
         self.glue = pydron.schedule(w.glue)
+        self.drawn = 0  # progress lines drawn by progress_on (0 would mean the row measured nothing)
+
+    def progress_off(self, count):
+        """Workload 2 with the progress line off (as when stderr is not a terminal)."""
+        with self._pydron.progress(False):
+            return self.trivial(count)
+
+    def progress_on(self, count):
+        """Workload 2 with the progress line drawn from the start onto a terminal-like sink."""
+        from pydron.observe import progress
+
+        sink = _TerminalSink()
+        saved, progress.SHOW_AFTER = progress.SHOW_AFTER, 0.0
+        try:
+            with self._pydron.progress(stream=sink):
+                return self.trivial(count)
+        finally:
+            progress.SHOW_AFTER = saved
+            self.drawn += sink.lines
 
     # start(): nothing -- the first @schedule call starts the pool, as for a user.
 
     def stop(self) -> None:
         self._pydron.shutdown()
+
+
+class _TerminalSink:
+    """Claims to be a terminal and throws the text away, counting redraws."""
+
+    lines = 0
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.lines += text.count("\r")
+
+    def flush(self):
+        pass
 
 
 # ----------------------------------------------------------------- process pools

@@ -38,9 +38,11 @@ import workloads as w  # noqa: E402
 # The order tools run in: the fork-based pools before any other tool has
 # started threads in this process.
 RUN_ORDER = ["sequential", "ProcessPoolExecutor", "multiprocessing.Pool", "pydron", "joblib", "Dask"]
-MEASURES = ["cpu", "trivial", "chains", "pipeline", "glue", "cold", "warm"]
+MEASURES = ["cpu", "trivial", "progress_off", "progress_on", "chains", "pipeline", "glue", "cold", "warm"]
+PYDRON_ONLY = {"progress_off": "trivial", "progress_on": "trivial"}  # measure -> reference workload
 LABELS = {"cpu": "1 (CPU-bound)", "trivial": "2 (trivial tasks/s)", "chains": "3 (chains)",
-          "pipeline": "4 (pipeline)", "glue": "5 (glue)", "cold": "6 (cold start)",
+          "pipeline": "4 (pipeline)", "progress_on": "2b (progress line on)",
+          "glue": "5 (glue)", "cold": "6 (cold start)",
           "warm": "6 (warm start)"}
 
 
@@ -59,6 +61,8 @@ class Params:
         return {
             "cpu": (self.cpu_ns,),
             "trivial": (s.trivial_tasks,),
+            "progress_off": (s.progress_tasks,),
+            "progress_on": (s.progress_tasks,),
             "chains": (s.chains, s.chain_length, self.chain_n),
             "pipeline": (s.pipeline_items, self.pipeline_size),
             "glue": (s.glue_iterations,),
@@ -159,6 +163,10 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     slot["runs"].append(seconds)
     if entry.name == "sequential":
         expected.setdefault(measure, value)
+    if measure in PYDRON_ONLY and measure not in expected:
+        expected[measure] = getattr(w, PYDRON_ONLY[measure])(*params.args(measure))
+    if measure == "progress_on":
+        slot["redraws"] = tool.drawn  # over all its runs: 0 would mean nothing was drawn
     slot["errors"] += filter(None, [check(measure, value, expected.get(measure))])
     if wire is not None and measure == "pipeline":
         if wire.installed:
@@ -193,6 +201,8 @@ def figures(results: dict, params: Params) -> dict:
             base = (seq.get(measure) or {}).get("seconds")
             if measure == "trivial":
                 figure = s.trivial_tasks / seconds
+            elif measure in ("progress_off", "progress_on"):
+                figure = s.progress_tasks / seconds
             elif measure in ("cpu", "chains"):
                 figure = base / seconds if base else None
             else:
@@ -224,6 +234,9 @@ def targets(figs: dict) -> dict:
     mp = p["trivial"].get("multiprocessing.Pool")
     if have("trivial") and mp:
         out["trivial"] = (f">= multiprocessing.Pool ({mp:,.0f}/s)", p["trivial"]["pydron"] >= mp)
+    if have("progress_on") and have("progress_off"):
+        off = p["progress_off"]["pydron"]
+        out["progress_on"] = (f">= 0.95x off ({0.95 * off:,.0f}/s)", p["progress_on"]["pydron"] >= 0.95 * off)
     if have("chains"):
         out["chains"] = (">= 1.9x", p["chains"]["pydron"] >= 1.9)
     if have("glue") and have("glue", "sequential"):
@@ -243,6 +256,7 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     rows = {
         "cpu": f"1. CPU-bound: {s.cpu_tasks} tasks x {s.cpu_ms:g} ms — speed-up",
         "trivial": f"2. {s.trivial_tasks:,} trivial tasks, one by one — tasks/s",
+        "progress_on": f"2b. {s.progress_tasks:,} trivial tasks, progress line on / off — tasks/s",
         "chains": f"3. {s.chains} chains x {s.chain_length} dependent {s.chain_ms:g} ms tasks — speed-up",
         "pipeline": f"4. {s.pipeline_items} items x 3 stages, {s.pipeline_mb} MB values — wall time",
         "bytes": "4. ... bytes through the master (per run)",
@@ -261,7 +275,7 @@ def render(results: dict, skipped: dict, params: Params) -> str:
             cells.append(cell(key, name, results, skipped, figs, params))
         peer, value = best_peer(figs, measure)
         pd = figs[measure].get("pydron")
-        if key == "bytes" or key == "glue" or peer is None or pd is None:
+        if key in ("bytes", "glue", "progress_on") or peer is None or pd is None:
             cells.append("—")
         else:
             higher = measure in ("cpu", "chains", "trivial")
@@ -297,7 +311,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
             return "error"
         if name == "sequential" and measure in ("cold", "warm"):
             return "— (no pool)"
-        if measure == "glue":
+        if measure in ("glue", "progress_on"):
             return "n/a"
         return "—"
     if m["errors"]:
@@ -314,6 +328,11 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
         return "not measured"
     if measure in ("cpu", "chains"):
         return f"{figs[measure][name]:.2f}x ({seconds:.2f} s)"
+    if measure == "progress_on":
+        on, off = figs[measure][name], figs["progress_off"].get(name)
+        if off is None:
+            return f"{on:,.0f}/s on"
+        return f"{on:,.0f}/s on, {off:,.0f}/s off ({on / off:.2f}x)"
     if measure == "trivial":
         rate = figs[measure][name]
         ratio = f" ({ratio_text(seq / seconds)})" if seq and name != "sequential" else ""
@@ -411,14 +430,17 @@ def main(argv=None) -> int:
         # Phase 2, workload by workload: each timed run goes round every tool,
         # so that a busier moment of the machine hits all of them alike.
         live = [e for e in entries if e.started and "fatal" not in e.out]
-        for measure in ["cpu", "trivial", "chains", "pipeline", "glue"]:
-            runs = sizes.repeats + (2 if measure == "glue" else 0)
+        # The two progress runs alternate, so that both meet the same moments of the machine.
+        for group in [["cpu"], ["trivial"], ["progress_off", "progress_on"], ["chains"],
+                      ["pipeline"], ["glue"]]:
+            runs = sizes.repeats + (2 if group == ["glue"] else 0) + (2 if "progress_on" in group else 0)
             for r in range(runs):
                 for entry in live:
-                    if getattr(entry.tool, measure) is None:
-                        continue
-                    log(f"{measure} {r + 1}/{runs}: {entry.name}")
-                    timed_run(entry, measure, params, expected, log)
+                    for measure in group:
+                        if getattr(entry.tool, measure) is None:
+                            continue
+                        log(f"{measure} {r + 1}/{runs}: {entry.name}")
+                        timed_run(entry, measure, params, expected, log)
     finally:
         for entry in entries:
             if entry.started:

@@ -45,6 +45,7 @@ class Sizes:
     repeats: int            # timed runs per figure (the median counts)
     cold_repeats: int       # 6. cold starts
     warm_repeats: int       # 6. warm first results
+    progress_tasks: int = 20_000  # 2. again, with pydron's progress line drawn and not
 
 
 FULL = Sizes(cpu_tasks=64, cpu_ms=50, trivial_tasks=5000, chains=16, chain_length=4,
@@ -52,7 +53,7 @@ FULL = Sizes(cpu_tasks=64, cpu_ms=50, trivial_tasks=5000, chains=16, chain_lengt
              repeats=3, cold_repeats=3, warm_repeats=10)
 QUICK = Sizes(cpu_tasks=8, cpu_ms=5, trivial_tasks=200, chains=4, chain_length=2,
               chain_ms=5, pipeline_items=2, pipeline_mb=1, glue_iterations=10_000,
-              repeats=1, cold_repeats=1, warm_repeats=3)
+              repeats=1, cold_repeats=1, warm_repeats=3, progress_tasks=400)
 
 # ----------------------------------------------------------------- the work
 

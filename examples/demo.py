@@ -41,10 +41,18 @@ def main() -> None:
     parallel = time.perf_counter() - start
 
     assert result == expected, (result, expected)
+    workers = pydron.workers()
+    stats = pydron.stats()
     print(f"result:         {result}")
     print(f"sequential:     {sequential:6.2f} s")
     print(f"@schedule:      {parallel:6.2f} s   ({sequential / parallel:.2f}x faster, "
-          f"{len(pydron.remote.pool.get_pool().workers)} workers)")
+          f"{len(workers)} workers; expected: close to {min(len(workers), len(inputs))}x "
+          f"on an otherwise idle machine)")
+    print(f"tasks:          {stats.tasks}, {stats.task_seconds:.2f} s of task time in "
+          f"{stats.elapsed:.2f} s ({stats.speedup:.2f}x overlap)")
+    for worker in workers:
+        print(f"  {worker.label}: {worker.kind} pid {worker.pid} on {worker.host}, "
+              f"{worker.tasks_done} tasks, busy {stats.busy_fraction().get(worker.label, 0):.0%}")
 
 
 if __name__ == "__main__":

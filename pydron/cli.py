@@ -1,4 +1,4 @@
-"""The `pydron` command line: `python -m pydron run [--tx SPEC]... script.py [args...]`, `tx`, ...
+"""The `pydron` command line: `python -m pydron run [OPTIONS] script.py [args...]`, `tx`, ...
 
 Each subcommand is a `(parser, handler)` pair registered in `build_parser`, so more
 can be added without touching the others.
@@ -7,15 +7,19 @@ can be added without touching the others.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import os
 import runpy
 import sys
+import types
 from collections.abc import Sequence
 
 from pydron.config import (
     RETRIES_VAR, TIMEOUT_VAR, TX_VAR, check_tx_security, parse_tx, retries, timeout, worker_specs,
 )
 from pydron.errors import ConfigError
+from pydron.version import version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pydron", description="Run sequential Python in parallel on many workers."
     )
+    parser.add_argument("--version", action="version", version=f"pydron {version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
         help="run a script as __main__ with pydron workers",
-        description="Run SCRIPT as __main__, with sys.argv = [SCRIPT, *ARGS], on the given workers.",
+        description="Run SCRIPT (or -m MODULE) as __main__, with sys.argv = [SCRIPT, *ARGS], "
+        "on the given workers. A traceback shows the script's frames only.",
     )
     run.add_argument(
         "--tx", action="append", default=[], metavar="SPEC",
@@ -46,7 +52,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop any functional call that runs longer and raise TimeoutError "
         "(default: PYDRON_TIMEOUT, then pydron.conf's timeout, then no limit)",
     )
-    run.add_argument("script", help="the Python script to run")
+    run.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="log what pydron does on stderr: -v workers starting and stopping, retries and "
+        "large transfers (INFO), -vv every task as well (DEBUG)",
+    )
+    run.add_argument(
+        "--progress", action="store_true", default=None,
+        help="show the progress line even where stderr is not a terminal "
+        "(default: on a terminal, unless PYDRON_PROGRESS=0)",
+    )
+    run.add_argument(
+        "--report", metavar="FILE.html", default=None,
+        help="write a run report (timeline per worker, waits, summary, task graph) to this "
+        "self-contained HTML file when the script ends, and the task graph's DOT text beside it",
+    )
+    run.add_argument(
+        "-m", dest="module", nargs=argparse.REMAINDER, metavar="MODULE [ARGS]",
+        help="run a module as __main__ instead of a script, as python -m does (what follows "
+        "is the module's sys.argv)",
+    )
+    run.add_argument("script", nargs="?", help="the Python script to run")
     run.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     run.set_defaults(func=_run)
 
@@ -93,9 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `pydron` and `python -m pydron`; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
+    if not hasattr(args, "func"):  # no command: say what there is, and fail like a usage error
         parser.print_help()
-        return 0
+        return 2
     try:
         return args.func(args)
     except ConfigError as exc:
@@ -120,24 +146,94 @@ def _run(args: argparse.Namespace) -> int:
     worker_specs()  # report a bad PYDRON_TX or pydron.conf now, not mid-script
     retries()
     timeout()
-    if not os.path.isfile(args.script):
-        print(f"pydron: error: can't open file {args.script!r}", file=sys.stderr)
-        return 2
+    if args.report and not args.report.endswith((".html", ".htm")):
+        return _error(f"--report {args.report!r}: the report is an HTML file (e.g. --report run.html)")
+    if args.module is not None:
+        if not args.module:
+            return _error("run -m: expected a module name (python -m pydron run -m MODULE [ARGS])")
+        module, argv = args.module[0], args.module[1:]
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            found, why = None, f": {exc}"
+        else:
+            why = ""
+        if found is None:
+            return _error(f"run -m: no module named {module!r}{why}")
+        target, path0 = module, os.getcwd()  # as `python -m`: the current directory comes first
+    elif args.script is None:
+        return _error("run: expected a script (run SCRIPT [ARGS]) or a module (run -m MODULE [ARGS])")
+    elif not os.path.isfile(args.script):
+        return _error(f"can't open file {args.script!r}")
+    else:
+        target, argv = args.script, args.args
+        path0 = os.path.dirname(os.path.abspath(args.script))  # as `python script.py`
+    if args.verbose:
+        from pydron.observe import logs
 
-    script_dir = os.path.dirname(os.path.abspath(args.script))
+        logs.enable(args.verbose)
+    if args.progress:
+        from pydron.observe import progress
+
+        progress.set_default(True)
+    recording: contextlib.AbstractContextManager = contextlib.nullcontext()
+    if args.report:
+        from pydron.observe.report import report
+
+        recording = report(args.report)
+
     saved_argv, saved_path = sys.argv[:], sys.path[:]
-    sys.argv = [args.script, *args.args]
-    sys.path.insert(0, script_dir)  # so the script's own modules import, as with `python script.py`
+    sys.argv = [target, *argv]
+    sys.path.insert(0, path0)
     try:
-        runpy.run_path(args.script, run_name="__main__")
+        with recording:
+            if args.module is not None:
+                runpy.run_module(target, run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(target, run_name="__main__")
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - shown as Python shows it, without our frames
+        seen: set[int] = set()
+        error: BaseException | None = exc
+        while error is not None and id(error) not in seen:  # the chain too (raise ... from ...)
+            seen.add(id(error))
+            error.__traceback__ = _user_traceback(error.__traceback__)
+            error = error.__cause__ or error.__context__
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
     finally:
         sys.argv, sys.path[:] = saved_argv, saved_path
     return 0
 
 
+# Frames that stand between `python -m pydron run` and the user's code.
+_LAUNCH_FILES = {os.path.abspath(runpy.__file__), os.path.abspath(contextlib.__file__)}
+_PYDRON_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _user_traceback(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """``tb`` without the frames of the CLI, runpy and pydron itself: the user's frames only."""
+    kept = []
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        path = os.path.abspath(name)
+        if not (path in _LAUNCH_FILES or path.startswith(_PYDRON_DIR) or name.startswith("<frozen ")):
+            kept.append(tb)
+        tb = tb.tb_next
+    result = None
+    for entry in reversed(kept):
+        result = types.TracebackType(result, entry.tb_frame, entry.tb_lasti, entry.tb_lineno)
+    return result
+
+
+def _error(message: str) -> int:
+    print(f"pydron: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _explain(args: argparse.Namespace) -> int:
     import importlib
-    import runpy
 
     from pydron.tracer.explain import explain
 
@@ -148,10 +244,14 @@ def _explain(args: argparse.Namespace) -> int:
     sys.path.insert(0, os.getcwd())
     try:
         if module_name.endswith(".py"):
-            namespace = runpy.run_path(module_name, run_name="__pydron_explain__")
+            from pydron.scriptload import load
+
+            namespace, notes = load(module_name)
+            for note in notes:
+                print(f"pydron: note: {note}", file=sys.stderr)
         else:
             namespace = vars(importlib.import_module(module_name))
-    except (ImportError, OSError) as exc:
+    except (ImportError, OSError, SyntaxError) as exc:
         print(f"pydron: error: cannot load {module_name}: {exc}", file=sys.stderr)
         return 2
     target: object = namespace

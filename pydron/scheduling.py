@@ -7,6 +7,7 @@ import inspect
 import types
 from typing import Any, Callable, TypeVar
 
+from pydron.observe.events import EVENTS
 from pydron.remote.pool import get_pool
 from pydron.runtime.future import FUTURES
 from pydron.runtime.graph import Graph, _inline_codes, current_graph, set_current_graph
@@ -76,9 +77,11 @@ def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     """One top-level schedule call: a fresh graph, then a full sync and resolve."""
     _collect_stray_futures()
     _Stray.running += 1
+    EVENTS.run_began()
     try:
         return _run_graph(rewritten, args, kwargs)
     finally:
+        EVENTS.run_ended()
         _Stray.running -= 1
         if not _Stray.running:
             forget_call_sites()
@@ -109,6 +112,7 @@ def _run_generator(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> 
         gen = rewritten(*args, **kwargs)
     finally:
         set_current_graph(previous)
+    EVENTS.run_began()
     try:
         to_send: Any = None
         to_throw: BaseException | None = None
@@ -138,6 +142,7 @@ def _run_generator(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> 
             except BaseException as exc:  # noqa: BLE001 - thrown into the generator
                 to_throw = exc
     finally:
+        EVENTS.run_ended()
         graph.close()
 
 

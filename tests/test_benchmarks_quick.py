@@ -18,7 +18,7 @@ RUN = os.path.join(ROOT, "benchmarks", "run.py")
 POOL_MEASURES = ["cpu", "trivial", "chains", "pipeline", "cold", "warm"]
 EXPECTED = {
     "sequential": ["cpu", "trivial", "chains", "pipeline", "glue"],
-    "pydron": POOL_MEASURES + ["glue"],
+    "pydron": POOL_MEASURES + ["glue", "progress_off", "progress_on"],
     "ProcessPoolExecutor": POOL_MEASURES,
     "multiprocessing.Pool": POOL_MEASURES,
     "joblib": POOL_MEASURES,
@@ -63,3 +63,12 @@ def test_tool_results_are_correct(quick_run, tool):
         assert measure in results, f"{tool} did not run {measure}\n" + _output(proc)
         assert results[measure]["runs"], f"{tool} has no run of {measure}\n" + _output(proc)
         assert not results[measure]["errors"], f"{tool}: {results[measure]['errors']}"
+
+
+def test_progress_row_is_in_the_table(quick_run):
+    proc, data = quick_run
+    assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 2b.")]
+    assert len(row) == 1, _output(proc)
+    assert "/s on, " in row[0] and "/s off (" in row[0] and ">= 0.95x off" in row[0], row[0]
+    assert "redraws" in data["results"]["pydron"]["progress_on"]

@@ -49,7 +49,7 @@ def test_bad_spec_exits_2_naming_it(tmp_path):
 
 def test_no_arguments_prints_help(tmp_path):
     result = pydron(cwd=tmp_path)
-    assert result.returncode == 0
+    assert result.returncode == 2  # a usage error (issue 17), with the help on stdout
     assert "usage:" in result.stdout and "run" in result.stdout
 
 

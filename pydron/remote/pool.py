@@ -24,6 +24,7 @@ import execnet
 
 from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import TIMEOUT_MARK
+from pydron.observe.events import EVENTS
 from pydron.remote import dataplane, protocol, worker as worker_module
 from pydron.remote.values import Recipe, RemoteValue
 from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
@@ -119,6 +120,8 @@ class Pool:
         self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
         self._watchdog: threading.Thread | None = None
         self._start_workers()
+        for worker in self._workers:
+            EVENTS.worker_started(worker)
         self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
         self._thread.start()
 
@@ -208,6 +211,7 @@ class Pool:
         An argument that cannot be pickled fails the task when it is sent.
         """
         task.timeout = getattr(task.fn, TIMEOUT_MARK, None) or self.timeout
+        EVENTS.issued(task)
         try:
             task.payload = protocol.dump_args(task.args, task.kwargs, task.slots)
         except Exception as exc:  # noqa: BLE001 - reported through the task's future
@@ -287,6 +291,7 @@ class Pool:
         for task_id, task, graph in batch:
             try:
                 messages.append(self._encode(worker, task_id, task, graph))
+                EVENTS.sent(worker, task_id, task, messages[-1])
             except _NeedsRecompute as lost:  # an input died with its worker: make it again first
                 with self._lock:
                     worker.inflight.pop(task_id, None)
@@ -385,12 +390,13 @@ class Pool:
         lost_inputs = []
         now = time.perf_counter()
         with self._lock:
-            for task_id, ok, data, remote_tb in body:
+            for task_id, ok, data, remote_tb, began, ended in body:
                 entry = worker.inflight.pop(task_id, None)
                 if entry is not None:
                     if not ok and type(data) is tuple and data[0] == "lost":
                         lost_inputs.append((entry[0], entry[1], data))
                         continue
+                    EVENTS.finished(worker, task_id, ok, data, began, ended)
                     if type(data) is tuple:  # ("kept", key, size, type): it stays on the worker
                         data = self._kept(worker, entry[0], data)
                     elif ok:
@@ -460,6 +466,7 @@ class Pool:
             if replace:
                 self._starting += 1
             self._lock.notify()
+        EVENTS.worker_died(worker, lost, failed)
         for task, graph, error in failed:
             graph.finish(task.future, ok=False, error=error)
         if replace:
@@ -484,6 +491,7 @@ class Pool:
                     started.quick_deaths = dead.quick_deaths + (
                         not dead.stopped and time.monotonic() - dead.started < QUICK_DEATH_SECONDS)
                     self._workers.append(started)
+                    EVENTS.worker_started(started)
             elif not any(w.alive for w in self._workers) and not self._starting:
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
                 self._queue.clear()
@@ -525,6 +533,7 @@ class Pool:
                 value.lost = True  # its worker is gone (or dropped it): make it again
                 continue
             self.bytes_through_master += value.size
+            EVENTS.fetched(value.worker, value.size)
             return result
 
     def _recompute_and_wait(self, value: RemoteValue) -> None:
@@ -712,6 +721,7 @@ class Pool:
             self._lock.notify_all()
             self._deadline_cv.notify_all()
         for worker in self._workers:
+            EVENTS.worker_stopped(worker)
             try:
                 if worker.alive:
                     worker.channel.send(("stop", None))

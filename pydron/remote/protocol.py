@@ -31,14 +31,19 @@ master -> worker
 
 worker -> master
     ("ready", {"python": "3.11.7", "pid": int,     once, after init
-               "tmp_dir": str or None})          (the directory of shipped files)
+               "tmp_dir": str or None,           (the directory of shipped files)
+               "host": str, ...})                (the worker machine's hostname)
     ("done", [RESULT, ...])                        a batch of results
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
     ("log", {"name":, "levelno":, "msg":, ...})     a task's log record at or above init's
                                                    "log_level", its message formatted
-  RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text)
-    A cancelled task's RESULT is (task_id, False, b"", None); the master has
-    already failed its future and ignores it.
+  RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text, began, ended)
+    A cancelled task's RESULT is (task_id, False, b"", None, began, ended); the
+    master has already failed its future and ignores it.
+    began/ended: the worker's time.perf_counter() around the task (unpickling
+    its arguments, the call, pickling its result). The worker's own clock:
+    only differences mean something on the master (stats() and the run
+    report use them for the time a task ran).
 """
 from __future__ import annotations
 

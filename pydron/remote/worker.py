@@ -376,8 +376,10 @@ def serve(channel):
     except OSError as exc:
         channel.send(("failed", f"{exc}"))
         return
+    import socket
+
     channel.send(("ready", {"python": "%d.%d.%d" % sys.version_info[:3], "pid": os.getpid(),
-                            "tmp_dir": shipped, "data_port": data_port}))
+                            "tmp_dir": shipped, "data_port": data_port, "host": socket.gethostname()}))
     streams = (_Forward(channel, "out"), _Forward(channel, "err"))
     sys.stdout, sys.stderr = streams
     if init.get("log_level") is not None:
@@ -404,10 +406,11 @@ def serve(channel):
         results = []
         flushed = time.perf_counter()
         for task in body:
+            began = time.perf_counter()  # unpickling arguments and pickling the result count as running
             try:
-                results.append(_run(task, functions))
+                results.append(_run(task, functions) + (began, time.perf_counter()))
             except _Cancelled:  # the interrupt came as the task ended
-                results.append((task[0], False, b"", None))
+                results.append((task[0], False, b"", None, began, time.perf_counter()))
             now = time.perf_counter()
             if now - flushed > FLUSH_SECONDS:
                 channel.send(("done", results))

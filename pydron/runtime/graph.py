@@ -14,10 +14,12 @@ import pickle
 import sys
 import threading
 import types
+from time import perf_counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from pydron.errors import CallCancelled
+from pydron.observe.events import EVENTS
 from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
@@ -396,15 +398,16 @@ class Graph:
     # -- waiting ----------------------------------------------------------
     def _wait(self, done: Callable[[], bool]) -> None:
         """Block until ``done()``, running ready deferred operations and watching the workers."""
+        began = perf_counter()
         while True:
             self.run_local_ready()
             with CONDITION:
                 if done():
-                    return
+                    return EVENTS.waited(began)
                 if not self._local_ready:
                     CONDITION.wait(0.5)
                 if done():
-                    return
+                    return EVENTS.waited(began)
                 if not self._local_ready:
                     self._check_liveness_locked()
 

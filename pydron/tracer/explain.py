@@ -151,14 +151,46 @@ def _target_name(items: list[Any], flow: Any, index: int) -> str | None:
 
 
 def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
-    """Local variables that only ever hold containers this function built."""
-    stores: dict[str, list[bool]] = {}
+    """Local variables that only ever hold containers this function built.
+
+    A store may copy another such variable (``parts = nxt``): the names are
+    found together, starting from every stored name and dropping, until none
+    changes, those with a store of anything else.
+    """
+    stores: dict[str, list[list[str] | None]] = {}  # name -> per store: the names it copies
     for index, item in enumerate(items):
         if isinstance(item, Instr) and item.name == "STORE_FAST" and index in flow.before:
-            producers = flow.before[index][-1]
-            stores.setdefault(item.arg, []).append(
-                all(p[0] in plan.local_builds for p in producers))
-    return {name for name, flags in stores.items() if all(flags)}
+            copied: list[str] | None = []
+            for producer in flow.before[index][-1]:
+                if producer[0] in plan.local_builds:
+                    continue
+                name = _loaded_local(items, producer)
+                if name is None:
+                    copied = None
+                    break
+                copied.append(name)  # type: ignore[union-attr]
+            stores.setdefault(item.arg, []).append(copied)
+    names = set(stores)
+    changed = True
+    while changed:
+        changed = False
+        for name in list(names):
+            if any(copied is None or not set(copied) <= names for copied in stores[name]):
+                names.discard(name)
+                changed = True
+    return names
+
+
+def _loaded_local(items: list[Any], producer: tuple) -> str | None:
+    """The local variable whose load produced this stack value, if it was one."""
+    if producer[0] == "handler":
+        return None
+    instr = items[producer[0]]
+    if instr.name in ("LOAD_FAST", "LOAD_FAST_CHECK"):
+        return str(instr.arg)
+    if instr.name == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals, one per output
+        return str(instr.arg[producer[1]])
+    return None
 
 
 def _loops(items: list[Any]) -> list[tuple[int, int, str]]:

@@ -1,0 +1,1 @@
+"""Seeing what pydron does: the event recorder, workers() and stats(), progress, logging, the run report."""
