@@ -129,8 +129,10 @@ def build(records: list[tuple], now: float) -> Timeline:
         elif kind == "start":
             lanes[record[1]] = Lane(record[1], record[2] - origin)
         elif kind in ("stop", "died"):
-            lane = lanes.setdefault(record[1], Lane(record[1], 0.0))
-            if lane.end is None:
+            # A worker that neither started nor ran a task while recording (say, one of
+            # another pool, stopped meanwhile) has no lane.
+            lane = lanes.get(record[1])
+            if lane is not None and lane.end is None:
                 lane.end, lane.died = record[2] - origin, kind == "died"
         elif kind == "wait":
             _, began, ended, file, line, inside = record
