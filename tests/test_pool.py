@@ -500,3 +500,46 @@ def test_tasks_defined_in_main_warn_and_fail_with_the_real_file_and_line_and_log
         logged = [line for line in err if line.startswith("INFO|mine|[") and line.endswith(f"] info record {i}")]
         assert len(logged) == 1, proc.stderr
     assert f'File "{script}", line 11, in task' in proc.stdout, proc.stdout
+
+
+_PRELOAD = r'''
+import os, sys, time
+sys.path[:0] = {paths!r}
+import pydron
+import preloaded_mod  # writes a marker file named after the importing pid
+
+@pydron.functional
+def worker_pid():
+    return os.getpid()
+
+@pydron.schedule
+def pids():
+    return [worker_pid() for _ in range(4)]
+
+pids()  # starts the pool; nothing here needs preloaded_mod on the workers
+workers = [w.info["pid"] for w in pydron.remote.pool.get_pool().workers]
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:
+    if all(os.path.exists(os.path.join({marker_dir!r}, str(pid))) for pid in workers):
+        print("preloaded on", len(workers))
+        break
+    time.sleep(0.05)
+else:
+    print("not preloaded", os.listdir({marker_dir!r}), workers)
+'''
+
+
+def test_workers_import_the_scripts_modules_before_a_task_needs_them(tmp_path):
+    (tmp_path / "preloaded_mod.py").write_text(
+        "import os\n"
+        f"open(os.path.join({str(tmp_path / 'markers')!r}, str(os.getpid())), 'w').close()\n")
+    (tmp_path / "markers").mkdir()
+    script = tmp_path / "main.py"
+    script.write_text(_PRELOAD.replace("{paths!r}", repr([ROOT, str(tmp_path)]))
+                      .replace("{marker_dir!r}", repr(str(tmp_path / "markers"))))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYDRON_")}
+    env["PYDRON_TX"] = "2*popen"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "preloaded on 2", proc.stdout + proc.stderr

@@ -26,6 +26,7 @@ from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import TIMEOUT_MARK
 from pydron.observe.events import EVENTS
 from pydron.remote import dataplane, protocol, worker as worker_module
+from pydron.remote.preload import modules_to_preload
 from pydron.remote.values import Recipe, RemoteValue
 from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
 
@@ -158,6 +159,7 @@ class Pool:
                 "secret": self._secret,
                 "data": _data_bind(spec, local),
                 "inline_limit": INLINE_LIMIT,
+                "preload": modules_to_preload(),
                 "sys_path": [p for p in sys.path if p] if local else [],
                 "chdir": os.getcwd() if local else None,
                 "parent_pid": os.getpid() if local else None,

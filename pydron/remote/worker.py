@@ -214,6 +214,18 @@ class _Forward:
         return True
 
 
+def _preload(names):
+    """Import what the master's script imported, before the first task needs it
+    (preload.py); a module this worker cannot import is simply left out."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 - the task that needs it will say why
+            pass
+
+
 def _forward_logging(channel, level, configured):
     """Log records made in tasks go to the master, which hands them to its own loggers
     (so its levels, handlers and format apply); below ``level`` they are not sent.
@@ -382,6 +394,9 @@ def serve(channel):
                             "tmp_dir": shipped, "data_port": data_port, "host": socket.gethostname()}))
     streams = (_Forward(channel, "out"), _Forward(channel, "err"))
     sys.stdout, sys.stderr = streams
+    if init.get("preload"):
+        threading.Thread(target=_preload, args=(init["preload"],), name="pydron-preload",
+                         daemon=True).start()
     if init.get("log_level") is not None:
         _forward_logging(channel, init["log_level"], init.get("log_configured", False))
     functions = {}
