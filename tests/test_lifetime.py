@@ -362,3 +362,17 @@ def test_after_every_worker_died_calls_run_on_new_workers(tmp_path, monkeypatch)
 def _two_tasks():
     import dhelpers
     return [dhelpers.inc(2), dhelpers.add(3, 4)], {dhelpers.slow_pid(k)[1] for k in range(4)}
+
+
+def test_local_containers_the_program_dropped_are_not_kept_by_the_graph():
+    """``out = out + [x]`` makes a new list each time; the old ones must die as in the plain run
+    (they were all kept until the call ended: quadratic memory, and 10x slower glue)."""
+    graph = Graph(lambda: None)
+    try:
+        out: list = []
+        for x in range(2000):
+            out = out + [x]
+            graph.add_local(out)
+        assert len(graph.local) <= 2, len(graph.local)
+    finally:
+        graph.close()

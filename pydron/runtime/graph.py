@@ -127,6 +127,7 @@ class Graph:
         # seen yet: mutating them is not a sync point. id -> container.
         self.local: dict[int, Any] = {}
         self._local_changes = 0
+        self._local_kept = 0  # how many survived the last pruning (see prune_local)
         self.live_futures = 0  # this graph's share of FUTURES.live
         self.closed = False
         self.collecting = False  # a pure built-in is materialising a generator expression
@@ -158,12 +159,14 @@ class Graph:
 
     def prune_local(self) -> None:
         """Forget the local containers that only this graph still holds, so they die
-        when the plain run's would (amortised: after as many changes as there are)."""
-        if self._local_changes < len(self.local):
+        when the plain run's would. Amortised: a scan runs after as many changes as
+        containers survived the previous scan, so each change pays for one entry."""
+        if self._local_changes < max(self._local_kept, 1):
             return
         local = self.local
         self._forget_locals([key for key in local if sys.getrefcount(local[key]) <= 2])
         self._local_changes = 0
+        self._local_kept = len(local)
 
     def close(self) -> None:
         """The top-level call is over: drop what would keep values or futures alive.
