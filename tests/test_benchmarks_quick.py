@@ -58,7 +58,7 @@ def test_tool_results_are_correct(quick_run, tool):
     proc, data = quick_run
     assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
     if tool in data["skipped"]:
-        unavailable(f"{tool}: {data['skipped'][tool]} (pip install -e '.[bench]')")
+        unavailable(f"{tool}: {data['skipped'][tool]}")
     results = data["results"][tool]
     assert not results.get("fatal"), f"{tool}: {results['fatal']}\n" + _output(proc)
     for measure in EXPECTED[tool]:
