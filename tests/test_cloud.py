@@ -371,7 +371,7 @@ def test_ec2_unreachable_node_fails_and_is_terminated(ec2, sshd, tmp_path):
     assert ec2.instances() == []
 
 
-# ------------------------------------------------------------------ the seed's scale, key pairs, refused logins
+# ------------------------------------------------------------------ 10 nodes, key pairs, refused logins
 
 
 def nap_pid(seconds):

@@ -43,7 +43,8 @@ def test_workers_that_die_on_their_own_fail_the_call_instead_of_hanging(tmp_path
     """A spec whose workers die by themselves 1 s after they start is started
     MAX_QUICK_DEATHS times, then given up; a call then fails at once with WorkerDied."""
     wrapper = tmp_path / "dying-python"
-    wrapper.write_text(f'#!/bin/sh\n(sleep 1; kill -9 $$) &\nexec "{os.path.realpath(sys.executable)}" "$@"\n')
+    python = os.path.realpath(sys.executable)
+    wrapper.write_text(f'#!/bin/sh\n(sleep 1; kill -9 $$) &\nexec "{python}" "$@"\n')
     wrapper.chmod(0o755)
     pool = Pool([GatewaySpec("doomed", f"popen//python={wrapper}")], retries=3)
     try:

@@ -26,12 +26,13 @@ key and secret), ``region``, ``driver_options`` (keyword arguments of the
 driver's constructor, e.g. ``{"host": ..., "port": ..., "secure": false}``),
 ``imageid``, ``sizeid``, ``node_options`` (keyword arguments of
 ``create_node``), ``count`` nodes of ``cores`` workers each, ``publickey``
-(installed through ``create_node(auth=...)``) and ``privatekey`` (ssh's
-identity), ``address`` (``"public"``/``"private"``: which address ssh uses),
-``keypair`` (the name of the provider's key pair holding ``publickey``; see
-``pydron.remote.keypair``), ``boot_timeout``, ``ssh_timeout`` and ``poll_interval``
-(seconds), ``keep_alive`` (``true``, or a lease in minutes), and the ssh entry's ``username``, ``port``, ``python``,
-``ssh_options``, ``tmp_dir`` and ``data_ports``.
+(installed through the provider's key pair ``keypair`` where it has named ones,
+see ``pydron.remote.keypair``, else ``create_node(auth=...)``) and
+``privatekey`` (ssh's identity), ``address`` (``"public"``/``"private"``: which
+address ssh uses), ``boot_timeout``, ``ssh_timeout`` and ``poll_interval``
+(seconds), ``keep_alive`` (``true``, or a lease in minutes), and the ssh
+entry's ``username``, ``port``, ``python``, ``ssh_options``, ``tmp_dir`` and
+``data_ports``.
 
 This is the only module that knows libcloud.  Credentials stay in this
 process: never in a spec's repr, a message, a log line or a command line.
@@ -65,9 +66,9 @@ RUN_TAG = "pydron-run"
 #: Fields of a ``cloud`` entry besides ``type`` (required ones first).
 REQUIRED_FIELDS = ("provider", "imageid", "sizeid")
 OPTIONAL_FIELDS = ("accesskeyid", "accesskey", "region", "username", "publickey", "privatekey",
-                   "keypair", "tmp_dir", "data_ports", "count", "cores", "driver_options", "node_options",
-                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout", "poll_interval", "keep_alive",
-                   "address")
+                   "keypair", "tmp_dir", "data_ports", "count", "cores", "driver_options",
+                   "node_options", "port", "python", "ssh_options", "ssh_timeout", "boot_timeout",
+                   "poll_interval", "keep_alive", "address")
 
 #: Default seconds for a node to be running (``boot_timeout``) and to answer ssh (``ssh_timeout``).
 BOOT_TIMEOUT = 600.0
