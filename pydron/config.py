@@ -399,6 +399,14 @@ def _key_file(entry: _Entry, field: str) -> str:
     return str(path)
 
 
+def _key_pair_name(entry: _Entry) -> str:
+    name = entry.string("keypair")
+    if not name.strip() or len(name) > 255 or any(not c.isprintable() for c in name):
+        raise entry.error("keypair", f"expected a key pair name (printable, at most 255 characters), "
+                          f"got {_show(name)}")
+    return name
+
+
 def _cloud(entry: _Entry) -> list[GatewaySpec]:
     """`count` libcloud nodes of `cores` workers each (see pydron/remote/cloud.py).
 
@@ -442,7 +450,7 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
                 raise entry.error(f"{name}.{key}", "not a Python keyword argument name")
         objects[name] = dict(value)
     timeouts = {}
-    for name in ("ssh_timeout", "boot_timeout"):
+    for name in ("ssh_timeout", "boot_timeout", "poll_interval"):
         if name in data:
             value = data[name]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -468,6 +476,7 @@ def _cloud(entry: _Entry) -> list[GatewaySpec]:
         imageid=entry.string("imageid"), sizeid=entry.string("sizeid"), username=username,
         publickey=_key_file(entry, "publickey") if "publickey" in data else None,
         privatekey=_key_file(entry, "privatekey") if "privatekey" in data else None,
+        keypair=_key_pair_name(entry) if "keypair" in data else None,
         tmp_dir=entry.string("tmp_dir") if "tmp_dir" in data else None,
         data_ports=_data_ports(entry, cores),
         count=entry.positive_int("count") if "count" in data else 1, cores=cores,

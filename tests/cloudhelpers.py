@@ -15,9 +15,7 @@ moto server (5.x) normalised before libcloud parses them; pass it as a
 * moto checks SigV4 signatures with botocore, which leaves ``User-Agent`` out
   of the signed headers (libcloud signs it), and over a GET query it has
   already decoded (values with ``:``, ``/``, ``+`` fail): requests go as form POSTs;
-* libcloud numbers tag lists (``Tag.0.Key``) from 0, moto reads from 1;
-* moto reports another fingerprint for an imported key pair than libcloud
-  computes, so libcloud would import the same key again for each node.
+* libcloud numbers tag lists (``Tag.0.Key``) from 0, moto reads from 1.
 
 The production path (``"provider": "ec2"``) is libcloud's driver as it is.
 """
@@ -93,19 +91,6 @@ class MotoEC2NodeDriver(EC2NodeDriver):
     def __init__(self, key, secret=None, **kwargs):
         kwargs.setdefault("signature_version", "4")  # moto routes by the SigV4 scope
         super().__init__(key, secret, **kwargs)
-
-    def ex_find_or_import_keypair_by_key_material(self, pubkey):
-        # moto reports another fingerprint for an imported key than the one libcloud
-        # computes, so libcloud's lookup never finds it; find it by libcloud's name.
-        from libcloud.utils.publickey import get_pubkey_comment, get_pubkey_ssh2_fingerprint
-
-        fingerprint = get_pubkey_ssh2_fingerprint(pubkey)
-        comment = get_pubkey_comment(pubkey, default="unnamed")
-        name = f"{comment}-{fingerprint}"
-        for pair in self.list_key_pairs():
-            if pair.name == name:
-                return {"keyName": pair.name, "keyFingerprint": fingerprint}
-        return super().ex_find_or_import_keypair_by_key_material(pubkey)
 
     def ex_create_tags(self, resource, tags):
         if not tags:

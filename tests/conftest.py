@@ -7,6 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sshd as _sshd  # noqa: E402
+from realparts import unavailable  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,9 +22,7 @@ def sshd():
     try:
         _sshd.ensure_sshd()
     except _sshd.SshdUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"sshd needed under CI: {exc}")
-        pytest.skip(str(exc))
+        unavailable(f"the ssh tests need sshd: {exc}")
     server = _sshd.SshServer.start(os.environ.get("PYTEST_XDIST_WORKER", "main"))
     try:
         yield server

@@ -31,12 +31,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import linecache
+import os
 import random
+import signal
 import sys
+import uuid
 
 if __name__ == "__main__":  # python tests/fuzzgen.py: this checkout's tests/ and pydron
-    import os
-
     _here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:0] = [_here, os.path.dirname(_here)]
 
@@ -97,6 +98,27 @@ def fz_cond(x):
     return x % 3 == 0
 
 
+@functional
+def fz_die(x, token):
+    """x; but the first time it runs outside the master, it SIGKILLs its own worker first.
+
+    ``token`` is ``(marker_path, master_pid)`` (``DIE`` in a program's globals;
+    None: never die).  The marker file, made just before the kill, keeps the
+    task's re-run on the replacement worker (and the plain run, in the master)
+    from dying again.
+    """
+    if token is None or os.getpid() == token[1]:
+        return x
+    try:
+        fd = os.open(token[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return x
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x  # not reached
+
+
 def fz_log(*args):
     """``log`` that also records who called it (function and line), as the callee sees it:
     a scheduled run must show the callee the caller's own frame, as the plain run does."""
@@ -128,7 +150,7 @@ NAMESPACE = {
     "scale": dhelpers.scale, "mklist": dhelpers.mklist,
     "fz_div": fz_div, "fz_key": fz_key, "fz_pick": fz_pick, "fz_clip": fz_clip,
     "fz_big": fz_big, "fz_err": fz_err, "fz_pairsum": fz_pairsum, "fz_cond": fz_cond,
-    "fz_guard": fz_guard,
+    "fz_guard": fz_guard, "fz_die": fz_die, "DIE": None,
 }
 
 # ---------------------------------------------------------------------------
@@ -175,8 +197,6 @@ KNOWN_BUGS: dict[str, str] = {}
 
 
 def _avoided_from_env():
-    import os
-
     v = os.environ.get("PYDRON_FUZZ_KNOWN_BUGS", "").strip()
     if v in ("", "0"):
         return set(KNOWN_BUGS)
@@ -248,8 +268,10 @@ class Ctx:
 class Generator:
     MAX_DEPTH = 3
 
-    def __init__(self, chooser, max_stmts=18, avoid=None):
+    def __init__(self, chooser, max_stmts=18, avoid=None, die=False):
         self.ch = chooser
+        #: a worker-death variant: one top-level statement calls fz_die (see program())
+        self.die = die
         #: known pydron bugs (KNOWN_BUGS keys) whose trigger is not generated
         self.avoid = set(KNOWN_BUGS if avoid is None else avoid)
         self.budget = max_stmts
@@ -670,9 +692,18 @@ class Generator:
             f"S = {self.pick(('set()', '{a, b}'))}",
             "N = [L, D, (a, [b])]",
         ]
+        prologue = len(body)
         body += self.block(ctx, 2, 6)
         while self.budget > 0 and self.below(2):
             body += self.stmt(ctx)
+        if self.die:
+            # At a top-level statement boundary after the prologue, chosen here: the
+            # call's task kills its worker the first time it runs (fz_die).
+            bounds = [i for i in range(prologue, len(body) + 1)
+                      if i == len(body) or not body[i].startswith(
+                          (" ", "elif ", "else:", "except", "finally:"))]
+            at = bounds[self.below(len(bounds))]
+            body.insert(at, f"{self.pick(INT_VARS)} = fz_die({self.iexpr(ctx, 1)}, DIE)")
         body.append("return (v0, v1, v2, L, D, S, N)")
         return "\n".join([f"def {name}(a, b, xs):"] + self.indent(body)) + "\n"
 
@@ -681,10 +712,11 @@ class Generator:
                 [self.small(0, 6) for _ in range(self.below(5))])
 
 
-def generate(chooser, max_stmts=18, avoid=None):
+def generate(chooser, max_stmts=18, avoid=None, die=False):
     """(source, args) of one program; ``avoid``: the KNOWN_BUGS keys not to
-    trigger (default: from ``PYDRON_FUZZ_KNOWN_BUGS``)."""
-    g = Generator(chooser, max_stmts, _avoided_from_env() if avoid is None else avoid)
+    trigger (default: from ``PYDRON_FUZZ_KNOWN_BUGS``); ``die``: the variant whose
+    ``fz_die`` call kills its worker (run it with ``check(..., die_dir=...)``)."""
+    g = Generator(chooser, max_stmts, _avoided_from_env() if avoid is None else avoid, die)
     return g.program(), g.args()
 
 
@@ -698,17 +730,15 @@ def extra_args(chooser, n):
 # ---------------------------------------------------------------------------
 
 
-def build(source, name="fz"):
+def build(source, name="fz", die=None):
     """Compile ``source`` into a fresh module-level namespace (whose globals are
-    ``NAMESPACE``) and return the function ``name``.  The source is registered
+    ``NAMESPACE``, with ``DIE`` = ``die``) and return the function ``name``.  The source is registered
     in ``linecache`` so that tracebacks show its lines.
 
     With ``PYDRON_FUZZ_SAVE_DIR`` set, the source is also written there as
     ``pydron-fuzz-<digest>.py`` first, so that a program that crashes the
     interpreter (whose faulthandler dump names ``<pydron-fuzz-<digest>>``)
     can be found."""
-    import os
-
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
     filename = f"<pydron-fuzz-{digest}>"
     save_dir = os.environ.get("PYDRON_FUZZ_SAVE_DIR")
@@ -719,6 +749,7 @@ def build(source, name="fz"):
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     ns = dict(NAMESPACE)
     ns["__name__"] = "fuzzgen_program"
+    ns["DIE"] = die
     exec(compile(source, filename, "exec"), ns)
     return ns[name]
 
@@ -727,10 +758,14 @@ class ProgramHung(AssertionError):
     pass
 
 
-def check(source, args_list, timeout=30.0):
+def check(source, args_list, timeout=30.0, die_dir=None):
     """Compare plain vs ``pydron.schedule`` runs of the program ``source`` on each
     argument tuple in ``args_list`` (tests/difftest.py).  Raises AssertionError
     with the source on any difference.
+
+    With ``die_dir``, each scheduled run gets a fresh marker file there for its
+    ``fz_die`` call (the first run of that task kills its worker); the result is
+    the number of runs in which a worker was killed that way (else None).
 
     Each program runs in a fresh thread, so that a scheduled run that leaves an
     exception set in the thread state (``sys.exc_info()``, which would become
@@ -743,11 +778,17 @@ def check(source, args_list, timeout=30.0):
 
     fn = build(source)
     errors = []
+    deaths = []
 
     def run():
         try:
             for args in args_list:
-                assert_equivalent(fn, *args)
+                if die_dir is None:
+                    assert_equivalent(fn, *args)
+                else:
+                    marker = os.path.join(die_dir, f"die-{uuid.uuid4().hex}")
+                    assert_equivalent(build(source, die=(marker, os.getpid())), *args)
+                    deaths.append(os.path.exists(marker))
                 if sys.exc_info()[0] is not None:
                     raise AssertionError(
                         f"fz{args!r}: after the scheduled run, sys.exc_info() is still "
@@ -766,6 +807,7 @@ def check(source, args_list, timeout=30.0):
         if isinstance(exc, AssertionError):
             raise AssertionError(f"{exc}\n--- program (args {args_list}) ---\n{source}") from None
         raise exc
+    return sum(deaths) if die_dir is not None else None
 
 
 def _main(argv):
@@ -783,21 +825,30 @@ def _main(argv):
     p.add_argument("--run", action="store_true", help="compare plain vs scheduled runs")
     p.add_argument("--known-bugs", action="store_true",
                    help="also generate the triggers of KNOWN_BUGS")
+    p.add_argument("--die", action="store_true",
+                   help="the worker-death variant (program INDEX of test_fuzz_worker_deaths)")
     ns = p.parse_args(argv)
     if ns.file:
         with open(ns.file) as f:
             src = f.read()
         args = (0, 0, [])
     else:
-        src, args = generate(RandomChooser(f"{ns.seed}:{ns.index}"),
-                             avoid=set() if ns.known_bugs else None)
+        src, args = generate(RandomChooser(f"{ns.seed}:{'die:' if ns.die else ''}{ns.index}"),
+                             avoid=set() if ns.known_bugs else None, die=ns.die)
     if ns.args:
         args = ast.literal_eval(ns.args)
     print(src)
     print("# args:", args)
     if ns.run or ns.file:
-        check(src, [args])
-        print("# equivalent")
+        if ns.die:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as die_dir:
+                deaths = check(src, [args], die_dir=die_dir)
+            print(f"# equivalent ({deaths} worker killed)")
+        else:
+            check(src, [args])
+            print("# equivalent")
 
 
 if __name__ == "__main__":

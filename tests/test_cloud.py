@@ -17,14 +17,16 @@ import time
 import cloudpickle
 import pytest
 
-pytest.importorskip("libcloud", reason="cloud tests need apache-libcloud (the 'test' extra)")
+from realparts import need_module, unavailable  # noqa: E402
+
+need_module("libcloud", "cloud tests need apache-libcloud (the 'test' extra)")
 
 import cloudhelpers as C  # noqa: E402
 import sshd as S  # noqa: E402
 import test_ssh as T  # noqa: E402
 from pydron.config import load_config  # noqa: E402
 from pydron.errors import ConfigError, PydronError  # noqa: E402
-from pydron.remote import cloud  # noqa: E402
+from pydron.remote import cloud, keypair  # noqa: E402
 from pydron.remote import pool as pool_module  # noqa: E402
 from pydron.remote.pool import Pool  # noqa: E402
 from pydron.runtime.graph import Graph  # noqa: E402
@@ -113,6 +115,9 @@ def test_entry_is_validated_but_nothing_is_provisioned(tmp_path):
     ({"node_options": {"a b": 1}}, "node_options.a b", "keyword argument name"),
     ({"ssh_options": {"Port": 22}}, "ssh_options.Port", "field 'port'"),
     ({"ssh_timeout": 0}, "ssh_timeout", "positive number of seconds"),
+    ({"poll_interval": "fast"}, "poll_interval", "positive number of seconds"),
+    ({"keypair": " "}, "keypair", "non-empty string"),
+    ({"keypair": "a\nb"}, "keypair", "printable, at most 255 characters"),
     ({"privatekey": "/nonexistent/key"}, "privatekey", "no such file"),
     ({"port": 70000}, "port", "1-65535"),
     ({"python": "a//b"}, "python", "not a command"),
@@ -246,9 +251,12 @@ def test_dummy_differential_subset(server, runnable, tmp_path):
 @pytest.fixture(scope="module")
 def moto():
     """A moto server on 127.0.0.1 that checks credentials; no instance alive at the end."""
-    pytest.importorskip("moto.server", reason="EC2 tests need moto[server] (the 'test' extra)")
-    pytest.importorskip("boto3", reason="EC2 tests count instances with boto3 (the 'test' extra)")
-    server = C.MotoServer().start()
+    need_module("moto.server", "EC2 tests need moto[server] (the 'test' extra)")
+    need_module("boto3", "EC2 tests count instances with boto3 (the 'test' extra)")
+    try:
+        server = C.MotoServer().start()
+    except RuntimeError as exc:
+        unavailable(f"EC2 tests need a moto server on 127.0.0.1: {exc}")
     try:
         yield server
         assert server.instances() == []
@@ -361,6 +369,199 @@ def test_ec2_unreachable_node_fails_and_is_terminated(ec2, sshd, tmp_path):
     assert "did not answer ssh within 3 s (ssh_timeout)" in message, message
     assert "workers[0]" in message and ec2.secret not in message
     assert ec2.instances() == []
+
+
+# ------------------------------------------------------------------ 10 nodes, key pairs, refused logins
+
+
+def nap_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def key_pairs(moto):
+    return {pair["KeyName"]: pair.get("KeyFingerprint") for pair in
+            moto.client().describe_key_pairs()["KeyPairs"]}
+
+
+def delete_key_pairs(moto):
+    for name in key_pairs(moto):
+        moto.client().delete_key_pair(KeyName=name)
+
+
+def new_key(tmp_path, name="other"):
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)],
+                   stdin=subprocess.DEVNULL, check=True, timeout=30)
+    return str(path)
+
+
+def test_ec2_ten_nodes_one_key_pair_all_terminated(server, runnable, ec2, tmp_path, monkeypatch):
+    """The seed's ``"count": 10``: ten nodes, one key pair imported once, every node used and ended."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    delete_key_pairs(ec2)
+    publickey = server.identity_file + ".pub"
+    entry = ec2_entry(ec2, server, count=10, cores=1, publickey=publickey, poll_interval=0.2)
+    specs = load_config(write_conf(tmp_path, entry))
+    cluster = specs[0].cluster
+    before = all_instance_ids(ec2)
+    start = time.monotonic()
+    pool = Pool(specs)
+    started = time.monotonic() - start
+    try:
+        assert len(pool.workers) == 10 and len(cluster.nodes) == 10
+        running = ec2.instances(states=("running", "pending"))
+        assert len(running) == 10
+        name = keypair.read_public_key(publickey).default_name()
+        assert list(key_pairs(ec2)) == [name]             # imported once, not once per node
+        assert {instance.get("KeyName") for instance in running} == {name}
+        graph = Graph(lambda: pool)
+        futures = [graph.submit(nap_pid, (0.5,), {}) for _ in range(10)]
+        pids = {f._pd_result() for f in futures}
+        assert len(pids) == 10, pids                      # each node's worker ran one
+        assert [f._pd_result() for f in [graph.submit(T.square, (i,), {}) for i in range(30)]] \
+            == [i * i for i in range(30)]
+    finally:
+        pool.shutdown()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    ids = {node.id for node in cluster.nodes}
+    assert len(ids) == 10 and ids == all_instance_ids(ec2) - before
+    assert ec2.instances() == []                          # every one of them terminated
+    terminated = {i["InstanceId"] for i in ec2.instances(states=("terminated",))}
+    assert ids <= terminated
+    assert not [line for line in T.all_cmdlines()
+                if "pydron.remote.cloud guard" in line and cluster.run_id in line]
+    assert started < 60, f"10 nodes took {started:.1f} s to start"
+
+
+GUARDED = """
+import sys
+from pydron.config import load_config
+cluster = load_config(sys.argv[1])[0].cluster
+cluster.provision()
+print(" ".join(str(node.id) for node in cluster.nodes), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_guardian_terminates_ten_nodes_of_a_killed_master(ec2, sshd, tmp_path):
+    """A master killed with SIGKILL right after creating 10 nodes: its guardian ends all 10."""
+    conf = write_conf(tmp_path, ec2_entry(ec2, sshd, count=10, poll_interval=0.2))
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, TESTS])}
+    master = subprocess.Popen([sys.executable, str(script), str(conf)], cwd=str(tmp_path), env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        ids = set(master.stdout.readline().split())
+        assert len(ids) == 10, master.stderr.read() if master.poll() is not None else ids
+        assert {i["InstanceId"] for i in ec2.instances()} == ids
+        master.kill()
+        master.wait(timeout=10)
+        deadline = time.monotonic() + 30
+        while ec2.instances() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ec2.instances() == []
+        assert ids <= {i["InstanceId"] for i in ec2.instances(states=("terminated",))}
+    finally:
+        if master.poll() is None:
+            master.kill()
+        master.communicate(timeout=10)
+
+
+def test_ec2_existing_key_pair_is_reused_by_every_entry(server, runnable, ec2, tmp_path):
+    """A key pair of that name with the same key is used as it is, by two entries at once."""
+    delete_key_pairs(ec2)
+    publickey = server.identity_file + ".pub"
+    with open(publickey) as handle:
+        ec2.client().import_key_pair(KeyName="my laptop", PublicKeyMaterial=handle.read().encode())
+    entries = [ec2_entry(ec2, server, count=1, publickey=publickey, keypair="my laptop"),
+               ec2_entry(ec2, server, count=1, publickey=publickey)]
+    specs = load_config(write_conf(tmp_path, *entries))
+    pool = Pool(specs)
+    try:
+        assert len(pool.workers) == 2
+        by_id = {i["InstanceId"]: i.get("KeyName") for i in ec2.instances()}
+        default = keypair.read_public_key(publickey).default_name()
+        assert by_id == {specs[0].cluster.nodes[0].id: "my laptop",
+                         specs[1].cluster.nodes[0].id: default}
+        assert sorted(key_pairs(ec2)) == sorted(["my laptop", default])
+        assert Graph(lambda: pool).submit(T.square, (5,), {})._pd_result() == 25
+    finally:
+        pool.shutdown()
+    assert ec2.instances() == []
+
+
+def test_ec2_other_key_under_the_same_name_is_an_error(ec2, sshd, tmp_path):
+    delete_key_pairs(ec2)
+    other = new_key(tmp_path)
+    with open(other + ".pub") as handle:
+        ec2.client().import_key_pair(KeyName="team-key", PublicKeyMaterial=handle.read().encode())
+    remote = key_pairs(ec2)["team-key"]
+    publickey = sshd.identity_file + ".pub"
+    path = write_conf(tmp_path, ec2_entry(ec2, sshd, publickey=publickey, keypair="team-key"))
+    before = all_instance_ids(ec2)
+    error = _pool_failure(load_config(path))
+    message = str(error)
+    assert isinstance(error, ConfigError), message
+    assert f"{path}: workers[0].keypair: " in message, message
+    assert "key pair 'team-key' holds another key" in message, message
+    assert remote in message and publickey in message, message
+    assert keypair.read_public_key(publickey).openssh_fingerprint in message, message
+    assert all_instance_ids(ec2) == before                # nothing was started
+    assert key_pairs(ec2) == {"team-key": remote}         # and nothing overwritten
+
+
+def test_ec2_key_pair_name_without_publickey(ec2, sshd, tmp_path):
+    delete_key_pairs(ec2)
+    path = write_conf(tmp_path, ec2_entry(ec2, sshd, keypair="nobody-has-this"))
+    error = _pool_failure(load_config(path))
+    assert isinstance(error, ConfigError)
+    assert f"{path}: workers[0].keypair: " in str(error)
+    assert "no key pair 'nobody-has-this' (give `publickey` to import one)" in str(error)
+
+
+def test_dummy_driver_has_no_key_pairs(sshd, tmp_path):
+    path = write_conf(tmp_path, dummy_entry(sshd, keypair="mine"))
+    error = _pool_failure(load_config(path))
+    assert isinstance(error, ConfigError)
+    assert f"{path}: workers[0].keypair: driver DummyNodeDriver has no named key pairs" in str(error)
+
+
+def test_publickey_that_is_not_one(tmp_path):
+    private = new_key(tmp_path)
+    path = write_conf(tmp_path, {"type": "cloud", "provider": "dummy", "imageid": "1",
+                                 "sizeid": "1", "publickey": private})
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert f"{path}: workers[0].publickey: {private} is not an OpenSSH public key" in str(info.value)
+
+
+def test_ec2_refused_login_fails_at_once(server, ec2, tmp_path):
+    """A node that refuses the key is not retried for ssh_timeout: the error names node and user."""
+    entry = ec2_entry(ec2, server, count=2, ssh_timeout=120, privatekey=new_key(tmp_path))
+    specs = load_config(write_conf(tmp_path, entry))
+    start = time.monotonic()
+    error = _pool_failure(specs)
+    elapsed = time.monotonic() - start
+    message = str(error)
+    assert elapsed < 20, f"{elapsed:.1f} s: {message}"
+    nodes = specs[0].cluster.nodes
+    assert any(f"node {node.id} ({node.name}) at provider {MOTO_PROVIDER!r} refused the ssh "
+               f"login of user {server.user!r}" in message for node in nodes), message
+    assert "Permission denied" in message and "did not answer ssh" not in message, message
+    assert ec2.secret not in message
+    assert ec2.instances() == []
+
+
+def test_ssh_entry_refused_login_says_so(server, tmp_path):
+    entry = T.key_entry(server, identity_file=new_key(tmp_path))
+    error = _pool_failure(load_config(write_conf(tmp_path, entry)))
+    assert f"ssh worker on {server.user}@{server.host}:{server.port}: ssh login refused for user " \
+           f"{server.user!r}" in str(error), str(error)
+    assert "Permission denied" in str(error), str(error)
+
 
 
 # ------------------------------------------------------------------ cloud list / cleanup

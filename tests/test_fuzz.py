@@ -15,6 +15,8 @@ Environment:
                          (fuzzgen.KNOWN_BUGS, tests/test_fuzz_regressions.py)
   PYDRON_FUZZ_SAVE_DIR   write each program there first (to find the one
                          that crashed the interpreter)
+  PYDRON_FUZZ_DEATHS     programs of the worker-death variant (default 12):
+                         one call kills its worker the first time it runs
 
 See the "Differential fuzzer" section of README.md for longer runs and replay.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import pytest
 from hypothesis import HealthCheck, assume, given, note, seed, settings
@@ -33,6 +36,7 @@ EXAMPLES = int(os.environ.get("PYDRON_FUZZ_EXAMPLES", "600"))
 SEED = int(os.environ.get("PYDRON_FUZZ_SEED", "0"))
 SHARDS = 4
 PER_SHARD = math.ceil(EXAMPLES / SHARDS)
+DEATHS = int(os.environ.get("PYDRON_FUZZ_DEATHS", "12"))
 #: distinct programs each shard must have run (hypothesis may stop early if
 #: too many draws repeat a program)
 MIN_DISTINCT = math.ceil(0.95 * PER_SHARD)
@@ -160,3 +164,43 @@ def test_known_bugs(monkeypatch):
     monkeypatch.setenv("PYDRON_FUZZ_KNOWN_BUGS", "no-such-bug")
     with pytest.raises(ValueError, match="no-such-bug"):
         fuzzgen._avoided_from_env()
+
+
+@pytest.fixture
+def own_pool(monkeypatch):
+    """Scheduled runs go to a fresh pool of two local workers that only this test uses
+    (the workers it kills are its own); another test's global pool is kept aside."""
+    import pydron
+    from pydron.remote import pool as pool_module
+
+    monkeypatch.setenv("PYDRON_TX", "2*popen")
+    for name in ("PYDRON_CONF", "PYDRON_RETRIES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(pool_module, "_pool", None)
+    yield pool_module
+    pydron.shutdown()
+
+
+@pytest.mark.timeout(60 + 5 * DEATHS)
+def test_fuzz_worker_deaths(own_pool, tmp_path):
+    """Generated programs in which one functional call, placed by the generator,
+    SIGKILLs its worker the first time it runs: the call runs again on another
+    worker and the scheduled run still equals the plain run."""
+    died = 0
+    for i in range(DEATHS):
+        source, args = fuzzgen.generate(fuzzgen.RandomChooser(f"{SEED}:die:{i}"), die=True)
+        assert "fz_die(" in source
+        try:
+            died += fuzzgen.check(source, [args], die_dir=str(tmp_path))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nreplay: PYDRON_TX=2*popen python tests/fuzzgen.py {i} "
+                                 f"--seed {SEED} --die --run") from None
+    pool = own_pool._pool
+    deadline = time.monotonic() + 20   # the last replacement may still be starting
+    while (pool._starting or sum(w.alive for w in pool.workers) < 2) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"{DEATHS} programs, {died} worker deaths, {len(pool.workers) - 2} replacements")
+    # Most programs reach their fz_die call (the others return or raise before it).
+    assert died >= DEATHS // 2, f"only {died} of {DEATHS} programs killed a worker"
+    assert sum(w.alive for w in pool.workers) == 2, pool.workers
+    assert len(pool.workers) == 2 + died, pool.workers   # each death: one new worker, no more

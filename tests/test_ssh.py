@@ -20,6 +20,7 @@ import pytest
 
 import pydron
 import sshd as S
+from realparts import unavailable
 from pydron.config import load_config
 from pydron.errors import ConfigError, PydronError
 from pydron.remote import pool as pool_module
@@ -141,9 +142,10 @@ def matching_python(sshd):
 def need_matching_python(sshd):
     python = matching_python(sshd)
     if python is None:
-        pytest.skip(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that the ssh test "
+        unavailable(f"no Python {sys.version_info[0]}.{sys.version_info[1]} that the ssh test "
                     f"user {sshd.user} can run (the master's {sys.executable} is out of its "
-                    f"reach; its python3 is another version), so no task can run remotely")
+                    f"reach, see .ci/run's ACL; its python3 is another version), so no task can "
+                    f"run remotely")
     return python
 
 
@@ -164,7 +166,7 @@ def key_entry(sshd, **extra):
 
 def password_entry(sshd, **extra):
     if sshd.password is None:
-        pytest.skip("password login needs sshd running as root (a test user with a password)")
+        unavailable("password login needs sshd running as root (a test user with a password)")
     entry = {"type": "ssh", "hostname": sshd.host, "port": sshd.port, "username": sshd.user,
              "python": matching_python(sshd) or "python3", "password": sshd.password, "tmp_dir": sshd.user_tmp,
              "ssh_options": known_hosts(sshd)}

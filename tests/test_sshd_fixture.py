@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from realparts import unavailable
 from sshd import free_port
 
 FAKE_NODE = "10.255.0.1"  # never contacted: only reachable through ProxyCommand
@@ -35,7 +36,7 @@ def test_remote_identity_and_python(sshd):
 
 def test_password_login_with_askpass(sshd, tmp_path):
     if sshd.password is None:
-        pytest.skip("password login needs sshd running as root")
+        unavailable("password login needs sshd running as root")
     askpass = tmp_path / "askpass.sh"
     askpass.write_text('#!/bin/sh\nprintf \'%s\\n\' "$PYDRON_TEST_PASSWORD"\n')
     askpass.chmod(stat.S_IRWXU)

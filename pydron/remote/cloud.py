@@ -8,7 +8,8 @@ takes metadata, tagged ``pydron-run=<run>``), waits for them
 (``wait_until_running``), and every spec then reaches its node with the ssh
 worker code (``pydron.remote.ssh``): OpenSSH with the entry's ``ssh_options``,
 no direct socket to the node.  A node whose ssh does not answer within
-``ssh_timeout`` seconds fails the run with an error naming it.
+``ssh_timeout`` seconds fails the run with an error naming it; one that answers
+but refuses the login fails it at once (``ssh.SshLoginRefused``).
 
 The nodes are terminated (with retries) when the pool shuts down, when it
 fails to start, at interpreter exit, on Ctrl-C and on SIGTERM (reading a
@@ -25,11 +26,13 @@ key and secret), ``region``, ``driver_options`` (keyword arguments of the
 driver's constructor, e.g. ``{"host": ..., "port": ..., "secure": false}``),
 ``imageid``, ``sizeid``, ``node_options`` (keyword arguments of
 ``create_node``), ``count`` nodes of ``cores`` workers each, ``publickey``
-(installed through ``create_node(auth=...)``) and ``privatekey`` (ssh's
-identity), ``address`` (``"public"``/``"private"``: which address ssh uses),
-``boot_timeout`` and ``ssh_timeout`` (seconds), ``keep_alive`` (``true``, or a
-lease in minutes), and the ssh entry's ``username``, ``port``, ``python``,
-``ssh_options``, ``tmp_dir`` and ``data_ports``.
+(installed through the provider's key pair ``keypair`` where it has named ones,
+see ``pydron.remote.keypair``, else ``create_node(auth=...)``) and
+``privatekey`` (ssh's identity), ``address`` (``"public"``/``"private"``: which
+address ssh uses), ``boot_timeout``, ``ssh_timeout`` and ``poll_interval``
+(seconds), ``keep_alive`` (``true``, or a lease in minutes), and the ssh
+entry's ``username``, ``port``, ``python``, ``ssh_options``, ``tmp_dir`` and
+``data_ports``.
 
 This is the only module that knows libcloud.  Credentials stay in this
 process: never in a spec's repr, a message, a log line or a command line.
@@ -53,6 +56,7 @@ from typing import Any
 
 from pydron.config import GatewaySpec
 from pydron.errors import ConfigError, PydronError
+from pydron.remote import keypair
 
 #: Name prefix of every node pydron creates; ``pydron-<run id>-<k>``.
 NAME_PREFIX = "pydron-"
@@ -62,15 +66,16 @@ RUN_TAG = "pydron-run"
 #: Fields of a ``cloud`` entry besides ``type`` (required ones first).
 REQUIRED_FIELDS = ("provider", "imageid", "sizeid")
 OPTIONAL_FIELDS = ("accesskeyid", "accesskey", "region", "username", "publickey", "privatekey",
-                   "tmp_dir", "data_ports", "count", "cores", "driver_options", "node_options",
-                   "port", "python", "ssh_options", "ssh_timeout", "boot_timeout", "keep_alive",
-                   "address")
+                   "keypair", "tmp_dir", "data_ports", "count", "cores", "driver_options",
+                   "node_options", "port", "python", "ssh_options", "ssh_timeout", "boot_timeout",
+                   "poll_interval", "keep_alive", "address")
 
 #: Default seconds for a node to be running (``boot_timeout``) and to answer ssh (``ssh_timeout``).
 BOOT_TIMEOUT = 600.0
 SSH_TIMEOUT = 300.0
-#: Seconds between two ssh attempts while a node boots.
-SSH_RETRY_PERIOD = 2.0
+#: Default seconds between two polls of the provider while nodes boot, and between
+#: two ssh attempts to a node that is not up yet (``poll_interval``).
+POLL_INTERVAL = 2.0
 #: Attempts to terminate one node before it is reported as left running, and the
 #: first pause between two (doubled each time, at most 5 s).
 TERMINATE_ATTEMPTS = 3
@@ -135,6 +140,7 @@ class CloudSettings:
     sizeid: str = ""
     username: str | None = None
     publickey: str | None = None           #: path of a public key file installed on the nodes
+    keypair: str | None = None             #: name of the provider's key pair holding it
     privatekey: str | None = None          #: path of the matching private key (ssh IdentityFile)
     tmp_dir: str | None = None
     data_ports: tuple[int, int] | None = None
@@ -147,6 +153,7 @@ class CloudSettings:
     ssh_options: dict[str, str] = field(default_factory=dict)
     ssh_timeout: float = SSH_TIMEOUT
     boot_timeout: float = BOOT_TIMEOUT
+    poll_interval: float = POLL_INTERVAL
     address: str = "public"                #: ssh to the nodes' public or private address
     keep_alive: bool = False               #: nodes outlive the run; the next run reuses them
     lease: float | None = None             #: ... and are terminated after this many idle minutes
@@ -181,6 +188,11 @@ class CloudGatewaySpec(GatewaySpec):
 
 def gateway_specs(settings: CloudSettings) -> list[CloudGatewaySpec]:
     """``count * cores`` specs sharing one (not yet provisioned) Cluster."""
+    if settings.publickey:
+        try:
+            keypair.read_public_key(settings.publickey)
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise settings.error("publickey", str(exc)) from None
     cluster = Cluster(settings)
     _install_signal_handler()
     return [
@@ -336,12 +348,21 @@ class Cluster:
         metadata = _metadata_keyword(driver)
         if metadata:
             kwargs[metadata] = {**kwargs.get(metadata, {}), RUN_TAG: self.run_id}
-        if s.publickey:
-            from libcloud.compute.base import NodeAuthSSHKey
-
-            with open(s.publickey, encoding="utf-8") as handle:
-                kwargs.setdefault("auth", NodeAuthSSHKey(handle.read().strip()))
         accepted = _parameters(driver.create_node)
+        if s.publickey or s.keypair:
+            if "ex_keyname" in kwargs:
+                raise s.error("node_options.ex_keyname", "give the key pair's name as the "
+                              "entry's `keypair` field, not in node_options")
+            if keypair.supports_key_pairs(driver, accepted):
+                kwargs["ex_keyname"] = self._key_pair(driver)
+            elif s.keypair:
+                raise s.error("keypair", f"driver {type(driver).__name__} has no named key "
+                              f"pairs; give `publickey` alone")
+            else:
+                from libcloud.compute.base import NodeAuthSSHKey
+
+                key = keypair.read_public_key(s.publickey)
+                kwargs.setdefault("auth", NodeAuthSSHKey(key.text))
         if accepted is not None:
             unknown = [key for key in kwargs if key not in accepted]
             if unknown:
@@ -349,6 +370,28 @@ class Cluster:
                 raise s.error(field_name, f"driver {type(driver).__name__} does not take "
                               f"{unknown[0]!r} in create_node")
         return kwargs
+
+    def _key_pair(self, driver: Any) -> str:
+        """The name of the provider key pair holding ``publickey``: found, or imported (once)."""
+        from libcloud.common.types import InvalidCredsError
+
+        s = self.settings
+        key = keypair.read_public_key(s.publickey) if s.publickey else None
+        name = s.keypair or key.default_name()
+        field_name = "keypair" if s.keypair else "publickey"
+        try:
+            return keypair.ensure(driver, name, key)
+        except keypair.KeyPairMismatch as exc:
+            raise s.error(field_name, f"provider {s.provider!r}: {exc}; name another key pair "
+                          f"in `keypair`, or delete that one") from None
+        except LookupError as exc:
+            raise s.error("keypair", f"provider {s.provider!r}: {exc}") from None
+        except InvalidCredsError as exc:
+            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
+                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise CloudError(f"{s.name}: provider {s.provider!r} could not find or import key "
+                             f"pair {name!r} ({s.publickey}): {self._cause(exc)}") from None
 
     def _tag(self, driver: Any, node: Any) -> None:
         create_tags = getattr(driver, "ex_create_tags", None)
@@ -366,7 +409,7 @@ class Cluster:
             remaining = deadline - time.monotonic()
             try:
                 running = driver.wait_until_running(
-                    self.nodes, wait_period=3, timeout=max(1, min(10, remaining)),
+                    self.nodes, wait_period=s.poll_interval, timeout=max(1, min(10, remaining)),
                     ssh_interface=f"{s.address}_ips")
             except Exception as exc:  # noqa: BLE001 - libcloud's timeout, or a transient error
                 last = exc
@@ -412,17 +455,24 @@ class Cluster:
             try:
                 return ssh.make_gateway(group, ssh_spec,
                                         timeout=max(1.0, min(ssh.SSH_START_TIMEOUT, remaining)))
+            except ssh.SshLoginRefused as exc:
+                self._broken = True
+                raise CloudError(
+                    f"{s.name}: node {node.id} ({node.name}) at provider {s.provider!r} refused "
+                    f"the ssh login of user {ssh_spec.user or 'of this process'!r} (not retried: "
+                    f"check username, privatekey/publickey, keypair and ssh_options): "
+                    f"{self.scrub(str(exc))}") from None
             except PydronError as exc:
                 cause = str(exc)
                 # Only "could not connect / log in yet" is worth waiting for.
                 if ("could not connect" not in cause and "within" not in cause) \
-                        or time.monotonic() + SSH_RETRY_PERIOD >= deadline:
+                        or time.monotonic() + s.poll_interval >= deadline:
                     self._broken = True
                     raise CloudError(
                         f"{s.name}: node {node.id} ({node.name}) at provider {s.provider!r} "
                         f"did not answer ssh within {s.ssh_timeout:g} s (ssh_timeout): "
                         f"{self.scrub(cause)}") from None
-            time.sleep(SSH_RETRY_PERIOD)
+            time.sleep(s.poll_interval)
 
     # -- termination ------------------------------------------------------
     def release(self) -> None:

@@ -53,6 +53,7 @@ class Worker:
         self.spec = spec  # what started it: a replacement is started from the same
         self.started = time.monotonic()
         self.quick_deaths = 0  # predecessors that died soon after they started
+        self.died_young = False  # died on its own (no task running) soon after it started
         self.gateway = gateway
         self.channel = channel
         self.control: Any = None  # read by the worker's receiving thread, even mid-task
@@ -460,13 +461,25 @@ class Pool:
                     if not worker.stopped:
                         RETRIED.append(getattr(task.fn, "__qualname__", repr(task.fn)))
                     heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
-            quick = worker.quick_deaths + (not worker.stopped
-                                           and time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
+            # A death while a task ran is the task's (its retries count it); only the
+            # spec's own young deaths stop its restarts.
+            worker.died_young = (not worker.stopped and not lost
+                                 and time.monotonic() - worker.started < QUICK_DEATH_SECONDS)
+            quick = worker.quick_deaths + worker.died_young
             # Not while the interpreter exits, and not for ever if every new one dies at once.
             replace = (not self._closed and worker.spec is not None and not sys.is_finalizing()
                        and quick < MAX_QUICK_DEATHS)
             if replace:
                 self._starting += 1
+            elif not self._closed and not self._starting and not any(w.alive for w in self._workers):
+                # Nobody is left to run what is queued: fail it now rather than wait for ever.
+                why = "every pydron worker has died and none is started again"
+                if quick >= MAX_QUICK_DEATHS:
+                    why += (f": the workers of {worker.label}'s spec died on their own within "
+                            f"{QUICK_DEATH_SECONDS:g} s of their start {quick} times")
+                failed += [(task, graph, WorkerDied(why)) for _, _, task, graph in self._queue
+                           if task.future._pd_state is PENDING]
+                self._queue.clear()
             self._lock.notify()
         EVENTS.worker_died(worker, lost, failed)
         for task, graph, error in failed:
@@ -490,8 +503,7 @@ class Pool:
                     _exit_quietly(started)
                 else:
                     started.label = f"{dead.label}+{self._restarts}"
-                    started.quick_deaths = dead.quick_deaths + (
-                        not dead.stopped and time.monotonic() - dead.started < QUICK_DEATH_SECONDS)
+                    started.quick_deaths = dead.quick_deaths + dead.died_young
                     self._workers.append(started)
                     EVENTS.worker_started(started)
             elif not any(w.alive for w in self._workers) and not self._starting:

@@ -95,6 +95,7 @@ class SshGatewaySpec(GatewaySpec):
     """One ssh worker.  ``xspec`` is ``ssh_config=FILE//ssh=ALIAS//python=PYTHON``."""
 
     target: str = ""                      #: user@host:port, for messages
+    user: str | None = None               #: the entry's username (None: this process's)
     python: str = "python3"
     askpass: str | None = None            #: script for SSH_ASKPASS, if a password is used
     password: str | None = field(default=None, repr=False, compare=False)
@@ -193,8 +194,8 @@ def gateway_specs(label: str, *, hostname: str, username: str | None, port: int 
     xspec = f"ssh_config={config_file}//ssh={alias}//python={python}"
     proxied = any(key.lower() in ("proxycommand", "proxyjump") for key in options)
     return [
-        SshGatewaySpec(f"{label} #{k}", xspec, target=target, python=python, askpass=askpass,
-                       password=password, tmp_dir=tmp_dir, data_ports=data_ports,
+        SshGatewaySpec(f"{label} #{k}", xspec, target=target, user=username, python=python,
+                       askpass=askpass, password=password, tmp_dir=tmp_dir, data_ports=data_ports,
                        data_host=None if proxied or data_ports is None else hostname, index=k)
         for k in range(1, cores + 1)
     ]
@@ -345,7 +346,10 @@ def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
         if io.popen.poll() is None:
             io.kill()
         code = io.wait()
-        raise PydronError(_start_failure(spec, code, io, timeout)) from None
+        message = _start_failure(spec, code, io, timeout)
+        if code == 255 and not io.timed_out and login_refused(io.error_text()):
+            raise SshLoginRefused(message) from None
+        raise PydronError(message) from None
     gateway = execnet.Gateway(io, xspec)
     gateway.spec = xspec
     group._register(gateway)
@@ -353,11 +357,31 @@ def make_gateway(group: execnet.Group, spec: SshGatewaySpec,
     return gateway
 
 
+class SshLoginRefused(PydronError):
+    """The host answered ssh but refused the login (authentication or host key):
+    trying again cannot help, unlike a host that is not up yet."""
+
+
+#: What OpenSSH prints when the server answered and the login itself failed.
+_REFUSED = ("Permission denied", "Host key verification failed", "Too many authentication failures",
+            "REMOTE HOST IDENTIFICATION HAS CHANGED")
+
+
+def login_refused(ssh_errors: str) -> bool:
+    """Whether ssh's standard error says the login was refused (not: could not connect)."""
+    return any(marker in ssh_errors for marker in _REFUSED)
+
+
 def _start_failure(spec: SshGatewaySpec, code: int | None, io: _SshIO, timeout: float) -> str:
     text = io.error_text()
     where = f"ssh worker on {spec.target}"
     if io.timed_out:
         cause = f"no running Python there within {timeout:g} s"
+    elif code == 255 and login_refused(text):
+        import getpass
+
+        user = spec.user or getpass.getuser()
+        cause = f"ssh login refused for user {user!r}"
     elif code == 255:
         cause = "ssh could not connect or log in"
     elif code == 127:
