@@ -34,7 +34,8 @@ def test_tasks_that_kill_young_workers_do_not_shrink_the_pool(tmp_path):
         deadline = time.monotonic() + 20
         while not any(w.alive for w in pool.workers) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sum(w.alive for w in pool.workers) == 1 and len(pool.workers) == 6, pool.workers
+        assert sum(w.alive for w in pool.workers) == 1 and len(pool.workers) == 1, pool.workers
+        assert pool.replacements == 5 and len(pool.deaths) == 5, pool.deaths
     finally:
         pool.shutdown()
 
@@ -52,7 +53,7 @@ def test_workers_that_die_on_their_own_fail_the_call_instead_of_hanging(tmp_path
         while (pool._starting or any(w.alive for w in pool.workers)) and time.monotonic() < deadline:
             pool.check_alive()
             time.sleep(0.05)
-        labels = [w.label for w in pool.workers]
+        labels = pool.deaths
         assert len(labels) == pool_module.MAX_QUICK_DEATHS and not any(w.alive for w in pool.workers), labels
         start = time.monotonic()
         kind, error = H.call_with_timeout(Graph(lambda: pool).submit(H.add, (1, 2), {})._pd_result, 10)

@@ -50,6 +50,7 @@ class Worker:
 
     def __init__(self, label: str, gateway: execnet.Gateway, channel: Any, spec: Any = None) -> None:
         self.label = label
+        self.base_label = label  # a replacement's label is this plus "+N"
         self.spec = spec  # what started it: a replacement is started from the same
         self.started = time.monotonic()
         self.quick_deaths = 0  # predecessors that died soon after they started
@@ -89,6 +90,10 @@ class Pool:
         self.retries = retries
         self.timeout = timeout  # seconds per call unless its function says otherwise
         self._starting = 0  # replacements being started
+        # Labels of the workers that died (a replacement takes a dead worker's
+        # place in ``workers``), and how many replacements started.
+        self.deaths: list[str] = []
+        self.replacements = 0
         self._restarts = 0
         self._group = execnet.Group()
         # We stop our own gateways (see shutdown); execnet's exit hook would try to
@@ -447,6 +452,8 @@ class Pool:
             failed = []
             if not self._closed and not worker.stopped:
                 DEATHS.append(worker.label)
+            if not self._closed:
+                self.deaths.append(worker.label)
             for task, graph, _ in lost:
                 if task.future._pd_state is not PENDING:
                     continue  # cancelled or timed out: nobody waits for it
@@ -489,8 +496,11 @@ class Pool:
                              daemon=True).start()
 
     def _replace(self, dead: Worker) -> None:
-        """Start a worker from the dead one's spec; if none can start and none is left, fail the queue."""
-        self._restarts += 1
+        """Start a worker from the dead one's spec, in its place in the pool; if none can
+        start and none is left, fail the queue."""
+        with self._lock:
+            self._restarts += 1
+            number = self._restarts
         try:
             started = self._start_one(dead.spec)
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -502,9 +512,14 @@ class Pool:
                 if self._closed:
                     _exit_quietly(started)
                 else:
-                    started.label = f"{dead.label}+{self._restarts}"
+                    started.base_label = dead.base_label
+                    started.label = f"{dead.base_label}+{number}"
                     started.quick_deaths = dead.quick_deaths + dead.died_young
-                    self._workers.append(started)
+                    self.replacements += 1
+                    if dead in self._workers:
+                        self._workers[self._workers.index(dead)] = started
+                    else:
+                        self._workers.append(started)
                     EVENTS.worker_started(started)
             elif not any(w.alive for w in self._workers) and not self._starting:
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
@@ -563,20 +578,17 @@ class Pool:
 
     def _input_lost(self, task: Any, graph: Any, key: int, address: list) -> None:
         """A task could not fetch an input: its holder died. Run it again once the input is remade."""
-        holder = next((w for w in self._workers if w.data_address == tuple(address)), None)
-        value = None
+        address = tuple(address)
+        value = next((v for v in (task.sources or []) if type(v) is RemoteValue and v.key == key
+                      and v.worker.data_address == address), None)
+        holder = value.worker if value is not None else None
         if holder is not None:
-            value = holder.holding.get(key)
             if holder.alive and holder.channel.isclosed():
                 self._worker_died(holder)
-            if value is None:
-                value = next((v for v in (task.sources or []) if type(v) is RemoteValue
-                              and v.key == key), None)
             holder.holding.pop(key, None)  # it is made again elsewhere
         if value is None:
             graph.finish(task.future, ok=False, error=WorkerDied(
-                f"an input of {_call_text(task)} was lost with worker "
-                f"{holder.label if holder else address}"))
+                f"an input of {_call_text(task)} was lost with the worker at {address[0]}:{address[1]}"))
             return
         value.lost = True
         self._wait_for_recompute(value, task, graph)
