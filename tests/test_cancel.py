@@ -57,7 +57,8 @@ def first_fails(directory):
     return out
 
 
-def test_failure_raised_when_earlier_calls_are_done_and_later_ones_stopped(tmp_path):
+def test_failure_raised_when_earlier_calls_are_done_and_later_ones_stopped(tmp_path, caplog):
+    caplog.set_level("INFO", logger="pydron")
     plain_dir = tmp_path / "plain"
     plain_dir.mkdir()
     with pytest.raises(ValueError) as plain:
@@ -77,6 +78,9 @@ def test_failure_raised_when_earlier_calls_are_done_and_later_ones_stopped(tmp_p
     # The failing one, and at most one more per worker: the one running on the
     # other worker, and one sent to the failing call's worker as it freed up.
     assert len(_files(tmp_path, "started-")) <= 3
+    cancelled = [r.getMessage() for r in caplog.records if "cancelled" in r.getMessage()]
+    assert any("dropped from the queue" in m for m in cancelled), cancelled
+    assert any("interrupted on worker" in m for m in cancelled), cancelled
     # The next call starts on an idle pool, on both workers.
     start = time.monotonic()
     assert warm() == [1, 2, 3, 4]

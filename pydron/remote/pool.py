@@ -654,18 +654,24 @@ class Pool:
         wanted = {id(future) for future in futures}
         running = []
         with self._lock:
-            kept = [entry for entry in self._queue if id(entry[2].future) not in wanted]
-            if len(kept) != len(self._queue):
+            kept, dropped = [], []
+            for entry in self._queue:
+                (dropped if id(entry[2].future) in wanted else kept).append(entry)
+            if dropped:
                 heapq.heapify(kept)
                 self._queue = kept
             for worker in self._workers:
-                ids = [task_id for task_id, (task, _, _) in worker.inflight.items()
-                       if id(task.future) in wanted]
-                if ids and worker.alive:
-                    running.append((worker, ids))
+                tasks = [(task_id, task) for task_id, (task, _, _) in worker.inflight.items()
+                         if id(task.future) in wanted]
+                if tasks and worker.alive:
+                    running.append((worker, tasks))
             kept = None  # type: ignore[assignment]
-        for worker, ids in running:
-            self._stop_running(worker, ids)
+        for entry in dropped:
+            EVENTS.cancelled(entry[2], "dropped from the queue")
+        for worker, tasks in running:
+            for _, task in tasks:
+                EVENTS.cancelled(task, f"interrupted on worker {worker.label}")
+            self._stop_running(worker, [task_id for task_id, _ in tasks])
 
     def _stop_running(self, worker: Worker, task_ids: list[int]) -> None:
         try:
