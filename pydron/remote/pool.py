@@ -423,8 +423,10 @@ class Pool:
         for task, graph, (_, key, address) in lost_inputs:
             self._input_lost(task, graph, key, address)
         for future, graph, ok, data, remote_tb in finished:
-            if future._pd_state is not PENDING:
-                continue  # cancelled, or timed out, while it ran
+            if future._pd_state is not PENDING:  # cancelled, or timed out, while it ran
+                if type(data) is RemoteValue:
+                    data.release()  # nobody will read it
+                continue
             if type(data) is RemoteValue:
                 graph.finish(future, ok=True, remote=data)
             elif ok:
