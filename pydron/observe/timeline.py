@@ -110,7 +110,7 @@ def build(records: list[tuple], now: float) -> Timeline:
     waits: list[Wait] = []
     runs: list[tuple[int, float, float]] = []
     open_runs: dict[int, float] = {}
-    started: dict[str, float] = {}  # worker label -> when it started, if while recording
+    worker_started: dict[str, float] = {}  # label -> when the worker started, if while recording
     run = 0
     for record in records:
         kind = record[0]
@@ -124,11 +124,11 @@ def build(records: list[tuple], now: float) -> Timeline:
             sends[record[1]] = record
             lane = lanes.get(record[4])
             if lane is None:
-                lanes[record[4]] = Lane(record[4], started.get(record[4], record[5]) - origin)
+                lanes[record[4]] = Lane(record[4], worker_started.get(record[4], record[5]) - origin)
         elif kind == "done":
             done[record[1]] = record
         elif kind == "start":  # a lane only once it runs a task (not: another pool's worker)
-            started[record[1]] = record[2]
+            worker_started[record[1]] = record[2]
         elif kind in ("stop", "died"):
             # A worker that neither started nor ran a task while recording (say, one of
             # another pool, stopped meanwhile) has no lane.
