@@ -507,6 +507,7 @@ ENTRY_TYPES: dict[str, Callable[[_Entry], list[GatewaySpec]]] = {
     "execnet": _execnet,
     "ssh": _ssh,
     "cloud": _cloud,
+    "dask": lambda entry: __import__("pydron.remote.dask_entry", fromlist=["parse"]).parse(entry),
 }
 
 
@@ -529,7 +530,11 @@ def load_config(path: str | os.PathLike[str]) -> list[GatewaySpec]:
             raise entry.error(
                 "type", f"unknown worker type {_show(kind)} (known: {', '.join(ENTRY_TYPES)})"
             )
-        gateways.extend(ENTRY_TYPES[kind](entry))
+        specs = ENTRY_TYPES[kind](entry)
+        if len(data["workers"]) > 1 and any(hasattr(spec, "make_backend") for spec in specs):
+            raise entry.error("type", f"a {_show(kind)} entry runs every task itself and cannot be "
+                                      f"mixed with other worker entries in one {CONFIG_NAME}")
+        gateways.extend(specs)
     return gateways
 
 

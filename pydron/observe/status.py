@@ -68,7 +68,7 @@ def workers() -> list[WorkerInfo]:
     from pydron.remote import pool as pool_module
 
     pool = pool_module._pool
-    if pool is None or pool._closed:
+    if pool is None or pool.closed:
         return []
     out = []
     for worker in pool.workers:

@@ -26,6 +26,7 @@ from pydron.errors import ConfigError, PydronError, RemoteError, WorkerDied
 from pydron.functional import TIMEOUT_MARK
 from pydron.observe.events import EVENTS
 from pydron.remote import dataplane, protocol, worker as worker_module
+from pydron.remote.backend import Backend
 from pydron.remote.preload import modules_to_preload
 from pydron.remote.values import Recipe, RemoteValue
 from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
@@ -78,8 +79,8 @@ class Worker:
         return f"<Worker {self.label} inflight={len(self.inflight)} alive={self.alive}>"
 
 
-class Pool:
-    """Runs tasks on execnet gateways; results go back to each task's graph."""
+class Pool(Backend):
+    """Runs tasks on execnet gateways; results go back to each task's graph (backend.py)."""
 
     def __init__(self, specs: Sequence[Any], retries: int = DEFAULT_RETRIES,
                  timeout: float | None = None) -> None:
@@ -211,6 +212,10 @@ class Pool:
     @property
     def workers(self) -> list[Worker]:
         return list(self._workers)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- submitting -------------------------------------------------------
     def prepare(self, task: Any) -> None:
@@ -1025,7 +1030,7 @@ def _remote_error(data: bytes, remote_tb: str | None, worker: Worker) -> BaseExc
     return error
 
 
-_pool: Pool | None = None
+_pool: Backend | None = None
 _pool_lock = threading.Lock()
 
 #: Over every pool of this process: the labels of the workers that died (not those pydron
@@ -1035,20 +1040,25 @@ DEATHS: list[str] = []
 RETRIED: list[str] = []
 
 
-def get_pool() -> Pool:
-    """The process-wide pool, started on first use from the configuration."""
+def get_pool() -> Backend:
+    """The process-wide pool (or other backend), started on first use from the configuration."""
     global _pool
     with _pool_lock:
-        if _pool is not None and not _pool._closed and not _pool.any_alive():
+        if _pool is not None and not _pool.closed and not _pool.any_alive():
             _pool.shutdown()  # every worker died: start afresh rather than hang
-        if _pool is None or _pool._closed:
+        if _pool is None or _pool.closed:
             from pydron.config import retries, timeout, worker_specs
 
-            _pool = Pool(worker_specs(), retries=retries(), timeout=timeout())
+            specs = worker_specs()
+            make = getattr(specs[0], "make_backend", None) if len(specs) == 1 else None
+            if make is not None:  # a "dask" entry: its own backend, alone in its configuration
+                _pool = make(retries=retries(), timeout=timeout())
+            else:
+                _pool = Pool(specs, retries=retries(), timeout=timeout())
         return _pool
 
 
-def swap_pool(pool: Pool | None) -> Pool | None:
+def swap_pool(pool: Backend | None) -> Backend | None:
     """Make ``pool`` the process-wide pool (None: the next use starts one from the
     configuration) and return the one it replaces, still running (pytest's per-test pools)."""
     global _pool
