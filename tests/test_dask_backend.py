@@ -33,6 +33,7 @@ from pydron.remote.dask_entry import DaskSpec
 import daskhelpers as dh
 import test_differential
 import test_differential_more
+import test_sync_points
 from daskcluster import DaskCluster
 from difftest import assert_equivalent
 
@@ -103,9 +104,12 @@ def test_workers_cannot_import_the_tests(cluster, backend):
 
 
 # ---------------------------------------------------------------- differential suite
+# Every registered case of the differential modules (test_differential,
+# test_differential_more, test_sync_points), each run plainly and on Dask.
 
 _CASES = ([pytest.param(*p.values, id=f"diff1-{p.id}") for p in test_differential.CASES.params()]
-          + [pytest.param(*p.values, id=f"diff2-{p.id}") for p in test_differential_more.CASES.params()])
+          + [pytest.param(*p.values, id=f"diff2-{p.id}") for p in test_differential_more.CASES.params()]
+          + [pytest.param(*p.values, id=f"sync-{p.id}") for p in test_sync_points.CASES.params()])
 
 
 @pytest.mark.parametrize("fn,args,kwargs", _CASES)
