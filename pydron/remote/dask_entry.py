@@ -50,7 +50,7 @@ class DaskSpec:
         return getattr(importlib.import_module(module), name)
 
     def make_backend(self, retries: int, timeout: float | None) -> Any:
-        """The backend this entry asks for (see backend.start)."""
+        """The backend this entry asks for (pool.get_pool calls it)."""
         from pydron.remote.dask_backend import DaskBackend
 
         return DaskBackend(self, retries=retries, timeout=timeout)
