@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import PENDING
 
 log = logging.getLogger("pydron")
@@ -158,10 +159,8 @@ class Events:
             while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
                 frame = frame.f_back
             if frame is not None:
-                from pydron.runtime.graph import _inline_codes
-
                 # Outside the rewritten code: the final wait, as the schedule function returned.
-                inside = id(frame.f_code) in _inline_codes
+                inside = id(frame.f_code) in inline_codes
                 records.append(("wait", began, now, frame.f_code.co_filename, frame.f_lineno, inside))
 
     # -- the pool ---------------------------------------------------------

@@ -135,8 +135,7 @@ class Future:
         return reversed(self._pd_result())
 
     def __contains__(self, item: Any) -> bool:
-        from pydron.runtime.resolve import resolve_deep
-        return resolve_deep(item) in self._pd_result()
+        return self._pd_graph.resolve_deep(item) in self._pd_result()
 
     def __hash__(self) -> int:
         return hash(self._pd_result())
@@ -157,8 +156,7 @@ class Future:
         return bytes(self._pd_result())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from pydron.runtime.resolve import resolve_deep
-        return self._pd_result()(*resolve_deep(args), **resolve_deep(kwargs))
+        return self._pd_result()(*self._pd_graph.resolve_deep(args), **self._pd_graph.resolve_deep(kwargs))
 
     def __enter__(self):
         return self._pd_result().__enter__()
@@ -172,19 +170,16 @@ class Future:
         return _defer(getattr, self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        from pydron.runtime.resolve import resolve_deep
-        setattr(self._pd_result(), name, resolve_deep(value))
+        setattr(self._pd_result(), name, self._pd_graph.resolve_deep(value))
 
     def __delattr__(self, name: str) -> None:
         delattr(self._pd_result(), name)
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        from pydron.runtime.resolve import resolve_deep
-        self._pd_result()[resolve_deep(key)] = resolve_deep(value)
+        self._pd_result()[self._pd_graph.resolve_deep(key)] = self._pd_graph.resolve_deep(value)
 
     def __delitem__(self, key: Any) -> None:
-        from pydron.runtime.resolve import resolve_deep
-        del self._pd_result()[resolve_deep(key)]
+        del self._pd_result()[self._pd_graph.resolve_deep(key)]
 
     def __reduce__(self):
         raise TypeError(

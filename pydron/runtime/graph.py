@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from pydron.errors import CallCancelled
 from pydron.observe.events import EVENTS
+from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
@@ -82,7 +83,7 @@ class Task:
 # Undo records kept before a sync point is forced (see Graph.record).
 JOURNAL_LIMIT = 10_000
 
-_inline_codes: set[int] = set()  # ids of rewritten code objects (see syncpoints)
+_inline_codes = inline_codes  # ids of rewritten code objects (runtime/codes.py)
 
 
 def user_site() -> tuple | None:
@@ -108,6 +109,10 @@ def user_site() -> tuple | None:
 
 class Graph:
     """Tasks of one top-level schedule call, shared by nested schedule calls."""
+
+    # A future resolves the operands of its own operations through its graph:
+    # future.py cannot import resolve.py, which imports it.
+    resolve_deep = staticmethod(resolve_deep)
 
     def __init__(self, pool_getter: Callable[[], Any]) -> None:
         self._pool_getter = pool_getter

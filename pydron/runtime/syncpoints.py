@@ -23,7 +23,7 @@ from pydron.functional import MARK
 from pydron.runtime.future import Future, _defer, inplace_special
 from pydron.runtime.graph import Graph, current_graph
 from pydron.runtime.graph import _local as _threads
-from pydron.runtime.graph import _inline_codes
+from pydron.runtime.codes import inline_codes as _inline_codes
 from pydron.runtime import journal, purity
 from pydron.runtime.resolve import contains_future, resolve_deep
 
@@ -39,31 +39,34 @@ _twins: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 _journaled_twins: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
-# id(rewritten code) -> (the plain code, its globals, journaled), and the
+# id(rewritten code) -> (how to make its journaled copy, journaled), and the
 # journaled copy of each rewritten code, made when first needed.
-_originals: dict[int, tuple[types.CodeType, Any, bool]] = {}
+_originals: dict[int, tuple[Callable[[], types.CodeType] | None, bool]] = {}
 _journaled_codes: dict[int, types.CodeType] = {}
 
 
-def register_inline(code: types.CodeType, original: types.CodeType | None = None,
-                    namespace: Any = None, journaled: bool = False) -> None:
-    """Mark a rewritten code object as safe to run inline with futures."""
+def register_inline(code: types.CodeType, make_journaled: Callable[[], types.CodeType] | None = None,
+                    journaled: bool = False) -> None:
+    """Mark a rewritten code object as safe to run inline with futures.
+
+    ``make_journaled`` (from the tracer, which this module does not import)
+    rewrites the original code again with every change to a local container
+    journaled; it is called the first time a try/with block needs that copy.
+    """
     _keep_alive.append(code)
     _inline_codes.add(id(code))
-    if original is not None:
-        _originals[id(code)] = (original, namespace, journaled)
+    if make_journaled is not None or journaled:
+        _originals[id(code)] = (make_journaled, journaled)
 
 
 def _journaled_code(code: types.CodeType) -> types.CodeType:
     """The journaled copy of rewritten ``code`` (itself if it is one already)."""
-    original, namespace, journaled = _originals.get(id(code), (None, None, True))
-    if journaled or original is None:
+    make, journaled = _originals.get(id(code), (None, True))
+    if journaled or make is None:
         return code
     copy = _journaled_codes.get(id(code))
     if copy is None:
-        from pydron.tracer.rewrite import rewrite_code
-
-        copy = _journaled_codes[id(code)] = rewrite_code(original, namespace, journal_all=True)
+        copy = _journaled_codes[id(code)] = make()
     return copy
 
 

@@ -17,6 +17,7 @@ that depends on the CPython version is in ``versions``.
 from __future__ import annotations
 
 import builtins
+import functools
 import inspect
 import operator
 import types
@@ -117,7 +118,8 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
         raise RewriteError(
             f"{code.co_filename}, line {code.co_firstlineno}: cannot rewrite "
             f"{code.co_qualname}: {type(exc).__name__}: {exc}") from None
-    sp.register_inline(new_code, code, namespace, journal_all)
+    sp.register_inline(new_code, None if journal_all else functools.partial(
+        rewrite_code, code, namespace, journal_all=True), journal_all)
     return new_code
 
 
