@@ -18,7 +18,7 @@ from pathlib import Path
 
 import execnet
 
-from pydron.config import GatewaySpec
+from pydron.remote.specs import GatewaySpec
 from pydron.errors import ConfigError
 
 

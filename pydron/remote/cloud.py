@@ -54,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydron.config import GatewaySpec
+from pydron.remote.specs import GatewaySpec
 from pydron.errors import ConfigError, PydronError
 from pydron.remote import keypair
 

@@ -48,7 +48,7 @@ import execnet
 from execnet import gateway_bootstrap, gateway_io
 from execnet.gateway_base import Popen2IO
 
-from pydron.config import GatewaySpec
+from pydron.remote.specs import GatewaySpec
 from pydron.errors import PydronError
 
 #: Seconds an ssh worker may take from spawning ssh to a running remote Python.
@@ -439,9 +439,7 @@ def shipment(tmp_dir: str | None) -> dict[str, Any]:
             if name.endswith(".py"):
                 with open(os.path.join(root, name), encoding="utf-8") as handle:
                     files[f"cloudpickle/{name}"] = handle.read()
-        import pydron
-
-        package = os.path.dirname(os.path.abspath(pydron.__file__))
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # .../pydron
         for name in _PYDRON_STUB_MODULES:
             with open(os.path.join(package, name), encoding="utf-8") as handle:
                 files[f"pydron/{name}"] = handle.read()
