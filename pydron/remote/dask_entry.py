@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydron.config_entry import show as _show
 from pydron.remote.dask_backend import INSTALL_HINT
 
 FIELDS = ("scheduler", "scheduler_file", "cluster", "cluster_options", "jobs")
@@ -66,7 +67,7 @@ def parse(entry: Any) -> list[DaskSpec]:
         raise entry.error(None, f"expected exactly one of scheduler, scheduler_file or cluster, "
                                 f"found {found}")
     try:
-        import distributed  # noqa: F401
+        import distributed  # noqa: F401 - only: is it there?
     except ImportError as exc:
         raise entry.error("type", f"\"dask\" needs Dask's distributed package, which is not "
                                   f"installed ({exc}); install it with: {INSTALL_HINT}") from None
@@ -109,9 +110,3 @@ def parse(entry: Any) -> list[DaskSpec]:
     jobs = entry.positive_int("jobs") if "jobs" in data else None
     return [DaskSpec(label, cluster=cluster, cluster_options=dict(options), jobs=jobs)]
 
-
-def _show(value: Any) -> str:
-    import json
-
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:57] + "..."
