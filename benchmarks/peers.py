@@ -21,7 +21,8 @@ import threading
 import workloads as w
 
 # Shown in this order.
-NAMES = ["sequential", "pydron", "ProcessPoolExecutor", "multiprocessing.Pool", "joblib", "Dask"]
+NAMES = ["sequential", "pydron", "ProcessPoolExecutor", "multiprocessing.Pool", "joblib", "Dask",
+         "pydron on Dask"]
 PEERS = ["ProcessPoolExecutor", "multiprocessing.Pool", "joblib", "Dask"]
 
 
@@ -370,7 +371,62 @@ class Dask(Tool):
         return self.compute(d(w.digest)(d(w.transform)(d(w.produce)(i, size))) for i in range(items))
 
 
-TOOLS = {cls.name: cls for cls in (Sequential, Pydron, ProcessPool, MultiprocessingPool, Joblib, Dask)}
+# ----------------------------------------------------------------- pydron on Dask
+
+
+class PydronOnDask(Tool):
+    """The same ``@pydron.schedule`` functions, run by pydron's Dask backend on a
+    ``LocalCluster`` like the Dask row's: what Dask's scheduler costs pydron per task."""
+
+    name = "pydron on Dask"
+    requires = ("dask", "distributed")
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(workers)
+        import pydron
+        from pydron.remote import pool
+
+        self._pool = pool
+        self._scheduled = {name: pydron.schedule(getattr(w, name))
+                           for name in ("first", "cpu", "trivial", "chains", "pipeline")}
+
+    def start(self) -> None:
+        from pydron.remote.dask_backend import DaskBackend
+        from pydron.remote.dask_entry import DaskSpec
+
+        self.backend = DaskBackend(DaskSpec("bench", cluster="distributed.LocalCluster", cluster_options={
+            "n_workers": self.workers, "processes": True, "threads_per_worker": 1,
+            "dashboard_address": None, "silence_logs": logging.ERROR}))
+
+    def stop(self) -> None:
+        self.backend.shutdown()
+
+    def _run(self, name, *args):
+        # The pydron row's execnet pool stays the process's pool between our calls.
+        previous = self._pool.swap_pool(self.backend)
+        try:
+            return self._scheduled[name](*args)
+        finally:
+            self._pool.swap_pool(previous)
+
+    def first(self, x):
+        return self._run("first", x)
+
+    def cpu(self, ns):
+        return self._run("cpu", ns)
+
+    def trivial(self, count):
+        return self._run("trivial", count)
+
+    def chains(self, count, length, n):
+        return self._run("chains", count, length, n)
+
+    def pipeline(self, items, size):
+        return self._run("pipeline", items, size)
+
+
+TOOLS = {cls.name: cls for cls in (Sequential, Pydron, ProcessPool, MultiprocessingPool, Joblib, Dask,
+                                   PydronOnDask)}
 
 IDIOMS = {
     "pydron": "the sequential functions of `workloads.py`, unchanged, under `@pydron.schedule`",
@@ -382,4 +438,6 @@ IDIOMS = {
               "3: one task per whole chain; 4: one `Parallel` per stage",
     "Dask": "`dask.compute(*delayed calls)` on `LocalCluster(n_workers=W, processes=True, "
             "threads_per_worker=1)`; 3, 4: the delayed graph of the sequential code",
+    "pydron on Dask": "pydron's functions, its Dask backend (`{\"type\": \"dask\", \"cluster\": "
+                      "\"distributed.LocalCluster\"}`, the Dask row's options): one `Client.submit` per call",
 }

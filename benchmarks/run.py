@@ -37,7 +37,8 @@ import workloads as w  # noqa: E402
 
 # The order tools run in: the fork-based pools before any other tool has
 # started threads in this process.
-RUN_ORDER = ["sequential", "ProcessPoolExecutor", "multiprocessing.Pool", "pydron", "joblib", "Dask"]
+RUN_ORDER = ["sequential", "ProcessPoolExecutor", "multiprocessing.Pool", "pydron", "joblib", "Dask",
+             "pydron on Dask"]
 MEASURES = ["cpu", "trivial", "progress_off", "progress_on", "chains", "pipeline", "glue", "cold", "warm"]
 PYDRON_ONLY = {"progress_off": "trivial", "progress_on": "trivial"}  # measure -> reference workload
 LABELS = {"cpu": "1 (CPU-bound)", "trivial": "2 (trivial tasks/s)", "chains": "3 (chains)",

@@ -25,6 +25,7 @@ EXPECTED = {
     "multiprocessing.Pool": POOL_MEASURES,
     "joblib": POOL_MEASURES,
     "Dask": POOL_MEASURES,
+    "pydron on Dask": POOL_MEASURES,
 }
 
 

@@ -18,8 +18,9 @@ The contract, in the order a task lives through it:
     is passed by reference, so it travels only between workers. Program
     order ``task.future._pd_seq`` is the priority: the lower, the sooner.
     The outcome goes to ``graph.finish(task.future, ok=True, payload=BYTES)``
-    (a pickled value), ``ok=True, remote=REF`` (a value kept by the backend:
-    a :class:`ValueRef`) or ``ok=False, error=EXCEPTION``, on any thread,
+    (a pickled value), ``ok=True, value=OBJECT`` (the value itself, already
+    here), ``ok=True, remote=REF`` (a value kept by the backend: a
+    :class:`ValueRef`) or ``ok=False, error=EXCEPTION``, on any thread,
     once. Must not block, and must not run user code.
 ``fetch(ref)``
     The schedule function needs a kept value here: bring it (waits).
@@ -52,7 +53,7 @@ class ValueRef(Protocol):
 class Outcomes(Protocol):
     """Where a backend reports a task's outcome (a runtime Graph)."""
 
-    def finish(self, future: Any, ok: bool, payload: bytes | None = None,
+    def finish(self, future: Any, ok: bool, value: Any = ..., payload: bytes | None = None,
                error: BaseException | None = None, remote: Any = None) -> None: ...
 
 

@@ -48,6 +48,8 @@ START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
 FETCH_SLICE = 1.0
 FUNCTION_CACHE = 256
 INSTALL_HINT = "pip install 'pydron[dask]'"
+# Results of these types come to the master with their completion (see _finish_batch).
+_SMALL_TYPES = frozenset({int, float, bool, complex, type(None)})
 # The worker-side module (dask_task.py), as the workers import it.
 TASK_MODULE = "pydron_dask_task"
 
@@ -254,18 +256,43 @@ class DaskBackend(Backend):
 
     def _results_loop(self) -> None:
         while True:
-            key = self._done.get()
-            if key is None:
-                return
+            keys = [self._done.get()]
+            while len(keys) < 1000:  # whatever else finished meanwhile: one batch
+                try:
+                    keys.append(self._done.get_nowait())
+                except queue.Empty:
+                    break
             with self._lock:
-                entry = self._inflight.pop(key, None)
-            if entry is None:
-                continue  # cancelled
+                entries = [self._inflight.pop(key, None) for key in keys if key is not None]
+            entries = [entry for entry in entries if entry is not None]  # else cancelled
             try:
-                self._finish(entry)
+                self._finish_batch(entries)
             except Exception:  # noqa: BLE001 - never lose the thread
-                log.exception("pydron: handling the result of %s failed", key)
-            entry = None
+                log.exception("pydron: handling the results of %s failed", keys)
+            if None in keys:
+                return
+            entries = None  # type: ignore[assignment]
+
+    def _finish_batch(self, entries: list[_Inflight]) -> None:
+        """Numbers come to the master at once, in one gather for the batch: a program
+        reads most of them (a sum, a branch), and one round trip each would cost
+        more than the bytes. Everything else stays on the cluster until needed."""
+        small = [entry for entry in entries if entry.dask_future.status == "finished"
+                 and entry.dask_future.type in _SMALL_TYPES and entry.future._pd_state is PENDING]
+        values = None
+        if small:
+            try:
+                values = self._client.gather([entry.dask_future for entry in small])
+            except Exception:  # noqa: BLE001 - e.g. a worker died meanwhile: fetched when needed
+                values = None
+        done = set()
+        if values is not None:
+            for entry, value in zip(small, values):
+                entry.graph.finish(entry.future, ok=True, value=value)
+                done.add(id(entry))
+        for entry in entries:
+            if id(entry) not in done:
+                self._finish(entry)
 
     def _finish(self, entry: _Inflight) -> None:
         future, graph, dask_future = entry.future, entry.graph, entry.dask_future
