@@ -67,3 +67,15 @@ def poison(x: int) -> int:
 @functional
 def where() -> int:
     return os.getpid()
+
+
+@functional(timeout=0.5)
+def spin(x: int) -> int:
+    """Never returns by itself: pure Python, so a timeout stops it."""
+    while True:
+        x += 1
+
+
+@functional(timeout=30)
+def inc_within(x: int) -> int:
+    return x + 1

@@ -217,6 +217,39 @@ def test_data_stays_on_workers_and_released_with_its_future(on_dask, monkeypatch
         pytest.fail(f"{big_key} still wanted after its future died: {state}")
 
 
+@pydron.schedule
+def run_spin(x):
+    y = dh.inc_within(x)
+    return dh.spin(y)
+
+
+def test_timeout_stops_a_running_call(on_dask):
+    began = time.monotonic()
+    with pytest.raises(TimeoutError) as info:
+        run_spin(1)
+    pattern = (r"^spin\(\) \(called at .*test_dask_backend\.py, line \d+\) did not finish within its "
+               r"timeout of 0\.5 s \(on worker tcp://127\.0\.0\.1:\d+\); it was stopped$")
+    assert re.match(pattern, str(info.value)), str(info.value)
+    assert time.monotonic() - began < 20
+    assert points(2) == [dh.Point(10, 10), dh.Point(11, 12)]  # its worker thread works again
+
+
+def test_task_runner_timeout_leaks_nothing():
+    """A timer that fires as the call returns must not raise later in the worker's thread."""
+    from pydron.remote.dask_backend import _task_module
+
+    task = _task_module()
+    for _ in range(200):
+        try:
+            task._call_with_timeout(lambda: sum(range(2000)), (), {}, 0.0001)
+        except task._TimedOut:
+            pass
+        total = 0
+        for i in range(20000):  # the thread goes on running Python code: nothing pending
+            total += i
+    assert total == sum(range(20000))
+
+
 # ---------------------------------------------------------------- faults
 
 

@@ -102,10 +102,11 @@ class DaskValue:
 class _Inflight:
     """A submitted task, as long as it runs: what its outcome needs, not its arguments."""
 
-    __slots__ = ("future", "graph", "fn", "dask_future")
+    __slots__ = ("future", "graph", "fn", "dask_future", "timeout")
 
-    def __init__(self, future: Any, graph: Any, fn: Any, dask_future: Any) -> None:
+    def __init__(self, future: Any, graph: Any, fn: Any, dask_future: Any, timeout: float | None) -> None:
         self.future, self.graph, self.fn, self.dask_future = future, graph, fn, dask_future
+        self.timeout = timeout
 
 
 class DaskBackend(Backend):
@@ -218,13 +219,13 @@ class DaskBackend(Backend):
             fn_bytes = self._function(task.fn)
             key = self._key(task, graph)
             dask_future = self._client.submit(
-                self._task.run, fn_bytes, args, tuple(pickled), *inputs,
+                self._task.run, fn_bytes, args, tuple(pickled), task.timeout, *inputs,
                 key=key, priority=-task.future._pd_seq, pure=False)
         except BaseException as exc:  # noqa: BLE001 - e.g. a value that cannot be pickled
             graph.finish(task.future, ok=False, error=exc)
             return
         with self._lock:
-            self._inflight[key] = _Inflight(task.future, graph, task.fn, dask_future)
+            self._inflight[key] = _Inflight(task.future, graph, task.fn, dask_future, task.timeout)
         # Only a key travels to the callback: the task and its arguments die with this frame.
         dask_future.add_done_callback(self._on_done)
 
@@ -316,6 +317,9 @@ class DaskBackend(Backend):
     def _error(self, error: BaseException, entry: _Inflight) -> BaseException:
         """The exception the plain run raises, from what Dask reports."""
         if isinstance(error, self._task.TaskFailed):
+            if error.timed_out:
+                return TimeoutError(f"{_call_text(entry.fn, entry.future)} did not finish within its "
+                                    f"timeout of {entry.timeout:g} s (on worker {error.worker}); it was stopped")
             return _unpickle_error(error)
         distributed = sys.modules.get("distributed")
         if distributed is not None and isinstance(error, distributed.KilledWorker):
