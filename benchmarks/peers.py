@@ -394,7 +394,7 @@ class PydronOnDask(Tool):
         from pydron.remote.dask_backend import DaskBackend
         from pydron.remote.dask_entry import DaskSpec
 
-        self.backend = DaskBackend(DaskSpec("bench", cluster="distributed.LocalCluster", cluster_options={
+        self.backend = DaskBackend(DaskSpec("bench", cluster_class_path="distributed.LocalCluster", cluster_options={
             "n_workers": self.workers, "processes": True, "threads_per_worker": 1,
             "dashboard_address": None, "silence_logs": logging.ERROR}))
 

@@ -145,6 +145,8 @@ def describe(spec: GatewaySpec) -> tuple[str, str]:
     target = getattr(spec, "target", None)
     if target:
         return "ssh", target
+    if getattr(spec, "make_backend", None) is not None:  # a dask entry: its own backend
+        return "dask", spec.describe()
     cluster = getattr(spec, "cluster", None)
     if cluster is not None:
         return "cloud", f"{cluster.settings.provider} node {getattr(spec, 'node', 0) + 1}"

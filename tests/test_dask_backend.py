@@ -431,3 +431,14 @@ def test_missing_distributed_says_how_to_install(tmp_path, monkeypatch):
         load_config(path)
     text = str(info.value)
     assert "workers[0].type: " in text and "pip install 'pydron[dask]'" in text, text
+
+
+def test_pytest_plugin_shares_a_dask_entry(tmp_path):
+    """Each xdist worker joins (or starts) the cluster itself; the report header names it."""
+    from pydron import pytest_share
+    from pydron.config import load_config
+
+    path = write_conf(tmp_path, [{"type": "dask", "scheduler": "tcp://127.0.0.1:8786"}])
+    specs = load_config(path)
+    assert pytest_share.share_out(specs, 2) == [[0], [0]]
+    assert pytest_share.summary(specs) == "1 x dask (scheduler tcp://127.0.0.1:8786)"

@@ -131,7 +131,7 @@ class DaskBackend(Backend):
         self._task = _task_module()
         allowed = max(0, retries - 1)  # Dask gives up after allowed-failures + 1 deaths
         try:
-            if spec.cluster is not None:
+            if spec.cluster_class_path is not None:
                 cls = spec.cluster_class()
                 with dask.config.set({"distributed.scheduler.allowed-failures": allowed}):
                     self._cluster = cls(**spec.cluster_options)

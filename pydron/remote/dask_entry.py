@@ -35,19 +35,21 @@ class DaskSpec:
     label: str
     scheduler: str | None = None
     scheduler_file: str | None = None
-    cluster: str | None = None
+    # The entry's "cluster" (not called so here: pytest_share reads ``spec.cluster`` as a
+    # cloud entry's node group).
+    cluster_class_path: str | None = None
     cluster_options: dict[str, Any] = field(default_factory=dict)
     jobs: int | None = None
 
     def describe(self) -> str:
-        if self.cluster is not None:
-            return f"cluster {self.cluster}" + (f", jobs={self.jobs}" if self.jobs else "")
+        if self.cluster_class_path is not None:
+            return f"cluster {self.cluster_class_path}" + (f", jobs={self.jobs}" if self.jobs else "")
         if self.scheduler_file is not None:
             return f"scheduler file {self.scheduler_file}"
         return f"scheduler {self.scheduler}"
 
     def cluster_class(self) -> Any:
-        module, _, name = self.cluster.rpartition(".")  # type: ignore[union-attr]
+        module, _, name = self.cluster_class_path.rpartition(".")  # type: ignore[union-attr]
         return getattr(importlib.import_module(module), name)
 
     def make_backend(self, retries: int, timeout: float | None) -> Any:
@@ -108,5 +110,5 @@ def parse(entry: Any) -> list[DaskSpec]:
         if not key.isidentifier():
             raise entry.error(f"cluster_options.{key}", "not a Python keyword argument name")
     jobs = entry.positive_int("jobs") if "jobs" in data else None
-    return [DaskSpec(label, cluster=cluster, cluster_options=dict(options), jobs=jobs)]
+    return [DaskSpec(label, cluster_class_path=cluster, cluster_options=dict(options), jobs=jobs)]
 
