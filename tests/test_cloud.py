@@ -804,3 +804,185 @@ def test_warm_nodes_are_not_kept_when_a_node_fails(ec2, sshd, tmp_path, state):
     _pool_failure(load_config(write_conf(tmp_path, entry)))
     assert ec2.instances() == []
     assert [p.name for p in state.iterdir() if p.suffix == ".json"] == []
+
+
+# ------------------------------------------------------------------ a dead worker's node: same or new
+
+
+def wait_until(condition, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+def host_of(worker):
+    """The address ssh went to for ``worker`` (its ssh config's HostName)."""
+    with open(worker.gateway._io.popen.args[3]) as handle:
+        return [line.split()[1] for line in handle.read().splitlines() if "HostName" in line][0]
+
+
+def running_somewhere(pool, count):
+    """Wait until ``count`` tasks have been sent to the pool's workers."""
+    wait_until(lambda: sum(len(w.inflight) for w in pool.workers) == count, 30,
+               f"{count} task(s) in flight")
+
+
+@pytest.fixture
+def by_value_here():
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("how,cores", [("terminate", 1), ("stop", 1), ("terminate", 2)])
+def test_ec2_gone_node_is_replaced_by_a_new_node(server, runnable, ec2, tmp_path, by_value_here,
+                                                 how, cores):
+    """The node goes away (EC2 API) under running tasks: a new node takes its slot, its
+    workers re-run the tasks there, and every node, old and new, is terminated at the end."""
+    entry = ec2_entry(ec2, server, count=1, cores=cores, poll_interval=0.2,
+                      publickey=server.identity_file + ".pub")
+    specs = load_config(write_conf(tmp_path, entry))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    told = []  # node ids the guardian was told about
+    tell = cluster._guardian.node
+    cluster._guardian.node = lambda node: (told.append(node.id), tell(node))
+    try:
+        [old] = cluster.nodes
+        old_workers = pool.workers
+        assert {host_of(w) for w in old_workers} == {old.public_ips[0]}
+        graph = Graph(lambda: pool)
+        futures = [graph.submit(nap_pid, (3,), {}) for _ in range(cores)]
+        running_somewhere(pool, cores)
+        if how == "terminate":
+            ec2.client().terminate_instances(InstanceIds=[old.id])
+        else:
+            ec2.client().stop_instances(InstanceIds=[old.id])
+        for worker in old_workers:  # what the instance's shutdown does to its processes
+            os.kill(worker.info["pid"], signal.SIGTERM)
+        pids = {f._pd_result() for f in futures}
+        assert len(pids) == cores and not pids & {w.info["pid"] for w in old_workers}
+
+        assert len(cluster.nodes) == 2 and cluster.replaced == 1
+        new = cluster.nodes[1]
+        assert cluster.slots == [new] and told == [new.id]
+        assert new.name == f"pydron-{cluster.run_id}-1-2"
+        [instance] = ec2.instances()                      # the old one is terminated already
+        assert instance["InstanceId"] == new.id and instance["State"]["Name"] == "running"
+        assert tags_of(instance)[cloud.RUN_TAG] == cluster.run_id
+        assert instance.get("KeyName")                    # same key pair as the first node
+        assert [cloud.node_run(n) for n in cloud.alive_nodes(cluster)] == [cluster.run_id]
+        # the tasks ran on the new node's workers, which took the dead ones' places
+        workers = pool.workers
+        assert pids == {w.info["pid"] for w in workers}
+        assert {host_of(w) for w in workers} == {new.public_ips[0]} != {old.public_ips[0]}
+        assert sorted(w.label.rsplit("+", 1)[0] for w in workers) == sorted(
+            w.label for w in old_workers)
+        assert pool.replacements == cores and sorted(pool.deaths) == sorted(
+            w.label for w in old_workers)
+        assert [f._pd_result() for f in [graph.submit(T.square, (i,), {}) for i in range(6)]] \
+            == [i * i for i in range(6)]
+    finally:
+        pool.shutdown()
+    assert ec2.instances() == []
+    terminated = {i["InstanceId"] for i in ec2.instances(states=("terminated",))}
+    assert {old.id, new.id} <= terminated
+
+
+@pytest.mark.timeout(120)
+def test_ec2_killed_worker_on_a_running_node_reconnects_to_it(server, runnable, ec2, tmp_path,
+                                                              by_value_here):
+    specs = load_config(write_conf(tmp_path, ec2_entry(ec2, server, count=1, poll_interval=0.2)))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    try:
+        [node] = cluster.nodes
+        before = all_instance_ids(ec2)
+        [old] = pool.workers
+        shipped = set(os.listdir(server.user_tmp))        # the killed worker cannot remove its own
+        graph = Graph(lambda: pool)
+        future = graph.submit(nap_pid, (2,), {})
+        running_somewhere(pool, 1)
+        os.kill(old.info["pid"], signal.SIGKILL)
+        pid = future._pd_result()
+        [worker] = pool.workers
+        assert pid == worker.info["pid"] != old.info["pid"] and worker.label == f"{old.label}+1"
+        assert host_of(worker) == node.public_ips[0]     # the same node, reached again
+        assert all_instance_ids(ec2) == before and cluster.nodes == [node]
+        assert cluster.replaced == 0 and cluster.slots == [node]
+    finally:
+        pool.shutdown()
+        for name in shipped:
+            subprocess.run(["rm", "-rf", os.path.join(server.user_tmp, name)], check=False)
+    assert ec2.instances() == []
+
+
+@pytest.mark.timeout(150)
+def test_ec2_node_that_keeps_going_is_replaced_at_most_count_times(server, runnable, ec2,
+                                                                    tmp_path, by_value_here):
+    """count=1: one new node; when that one goes too, the call fails at once, naming the limit."""
+    specs = load_config(write_conf(tmp_path, ec2_entry(ec2, server, count=1, poll_interval=0.2)))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    try:
+        graph = Graph(lambda: pool)
+        future = graph.submit(nap_pid, (20,), {})
+        for round in range(2):
+            running_somewhere(pool, 1)
+            [worker] = pool.workers
+            node = cluster.slots[0]
+            ec2.client().terminate_instances(InstanceIds=[node.id])
+            os.kill(worker.info["pid"], signal.SIGTERM)
+            if round == 0:
+                wait_until(lambda: pool.workers[0] is not worker and pool.workers[0].alive, 60,
+                           "a worker on a new node")
+        start = time.monotonic()
+        with pytest.raises(pool_module.WorkerDied) as info:
+            future._pd_result()
+        assert time.monotonic() - start < 20
+        message = str(info.value)
+        assert f"node {node.id} ({node.name}) at provider {MOTO_PROVIDER!r} is gone (terminated " \
+               f"at the provider); not replaced: this entry already started 1 new node(s) in " \
+               f"this run, at most count=1" in message, message
+        assert len(cluster.nodes) == 2 and ec2.instances() == []
+    finally:
+        pool.shutdown()
+    assert ec2.instances() == []
+
+
+@pytest.mark.timeout(120)
+def test_dummy_silent_node_that_is_not_running_is_replaced(server, runnable, tmp_path,
+                                                           monkeypatch, by_value_here):
+    """The provider says "pending" and ssh gets no answer: after NOT_RUNNING_GRACE, a new node."""
+    from libcloud.compute.types import NodeState
+
+    monkeypatch.setattr(cloud, "NOT_RUNNING_GRACE", 1.0)
+    entry = dummy_entry(server, count=1, poll_interval=0.2, ssh_timeout=60)
+    specs = load_config(write_conf(tmp_path, entry))
+    cluster = specs[0].cluster
+    pool = Pool(specs)
+    try:
+        driver = cluster.driver()
+        [old] = cluster.nodes
+        [worker] = pool.workers
+        # the node hangs: its provider calls it pending, and its ssh port is closed
+        old.state = NodeState.PENDING
+        good = cluster.settings.ssh_options
+        cluster.settings.ssh_options = {**good, "ProxyCommand": f"nc 127.0.0.1 {S.free_port()}"}
+        cluster._ssh_specs[str(old.id)] = cluster._node_ssh_specs(0, old, old.public_ips)
+        cluster.settings.ssh_options = good
+        graph = Graph(lambda: pool)
+        future = graph.submit(nap_pid, (1,), {})
+        running_somewhere(pool, 1)
+        start = time.monotonic()
+        os.kill(worker.info["pid"], signal.SIGTERM)
+        assert future._pd_result() == pool.workers[0].info["pid"]
+        assert time.monotonic() - start < 30              # not ssh_timeout=60
+        assert len(cluster.nodes) == 2 and cluster.slots == [cluster.nodes[1]]
+        assert host_of(pool.workers[0]) == cluster.nodes[1].public_ips[0] != old.public_ips[0]
+        assert old not in driver.list_nodes()             # terminated when it was replaced
+    finally:
+        pool.shutdown()
+    assert not [node for node in driver.list_nodes() if node in cluster.nodes]

@@ -11,6 +11,15 @@ no direct socket to the node.  A node whose ssh does not answer within
 ``ssh_timeout`` seconds fails the run with an error naming it; one that answers
 but refuses the login fails it at once (``ssh.SshLoginRefused``).
 
+When the pool replaces a dead worker it calls ``make_gateway`` again for the
+same spec: the provider is asked for the node first.  A running node is logged
+in to again (its ssh retried until ``ssh_timeout``); a node that is terminated,
+stopped or no longer listed, or not running and silent for
+``NOT_RUNNING_GRACE`` seconds, is terminated and a new node with the same
+settings takes its place (``pydron-<run>-<k>-<g>``, tagged, told to the
+guardian), shared by that node's cores.  At most ``count`` such new nodes per
+entry and run.
+
 The nodes are terminated (with retries) when the pool shuts down, when it
 fails to start, at interpreter exit, on Ctrl-C and on SIGTERM (reading a
 cloud entry installs a handler that turns SIGTERM into ``SystemExit``, so
@@ -45,6 +54,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import logging
 import os
 import signal
 import threading
@@ -80,10 +90,33 @@ POLL_INTERVAL = 2.0
 #: first pause between two (doubled each time, at most 5 s).
 TERMINATE_ATTEMPTS = 3
 TERMINATE_BACKOFF = 2.0
+#: Seconds a node the provider does not report as running may go without answering
+#: ssh before a dead worker's replacement gives it up for a new node (at most ssh_timeout).
+NOT_RUNNING_GRACE = 30.0
+#: Seconds a release waits for a replacement node being created, so that it is
+#: terminated with the others (create_node is one provider request).
+CREATE_WAIT = 60.0
+#: Node states (libcloud ``NodeState`` values, and EC2's ``shutting-down``, which
+#: libcloud calls unknown) in which a node cannot run a worker again by itself:
+#: a dead worker's replacement starts a new node at once.
+GONE_STATES = frozenset({"terminated", "stopped", "stopping", "suspended", "paused", "error",
+                         "shutting-down"})
+#: ``node_state`` when the provider could not be asked (ssh decides, as before).
+UNREACHABLE = "unreachable"
+
+log = logging.getLogger("pydron")
 
 
 class CloudError(PydronError):
     """A cloud node could not be provisioned, reached or terminated."""
+
+
+class _NodeGone(Exception):
+    """A dead worker's node is gone (``why``): a new node takes its place."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 # ---------------------------------------------------------------- providers
@@ -220,10 +253,20 @@ class Cluster:
         self.settings = settings
         self.pid = os.getpid()
         self.run_id = uuid.uuid4().hex[:10]
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
         self._driver: Any = None
         self.nodes: list[Any] = []         # libcloud Nodes created (terminated or not)
-        self._ssh_specs: dict[int, list[Any]] = {}
+        self.slots: list[Any] = []         # the node each spec.node index uses now
+        self.replaced = 0                  # nodes started in place of gone ones (<= count)
+        self._slot_locks: dict[int, threading.Lock] = {}
+        self._connected: dict[tuple[int, int], str] = {}  # (node, core) -> id of its node
+        self._creating = 0                 # create_node calls under way
+        self._late = False                 # released while a node was being created
+        self._image: Any = None
+        self._size: Any = None
+        self._kwargs: dict[str, Any] | None = None
+        self._ssh_specs: dict[str, list[Any]] = {}  # node id -> one ssh spec per core
         self._failure: BaseException | None = None
         self._provisioned = False
         self._released = False
@@ -305,6 +348,7 @@ class Cluster:
         if size is None:
             raise s.error("sizeid", f"no size {s.sizeid!r} at provider {s.provider!r}")
 
+        self._image, self._size = image, size
         _install_signal_handler()
         with _live_lock:
             _live.add(self)
@@ -312,35 +356,62 @@ class Cluster:
         if s.keep_alive:
             warm = _claim_warm(self, driver)
             if warm:
-                self.nodes, self.reused = warm, True
+                self.nodes, self.slots, self.reused = warm, list(warm), True
                 for node in warm:
                     self._guardian.node(node)
-                running = self._wait_running(driver)
+                running = self._wait_running(driver, self.nodes)
                 for n, (node, addresses) in enumerate(running):
-                    self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
+                    self._ssh_specs[str(node.id)] = self._node_ssh_specs(n, node, addresses)
                 return
-        kwargs = self._create_kwargs(driver)
         for k in range(1, s.count + 1):
-            name = f"{NAME_PREFIX}{self.run_id}-{k}"
-            try:
-                node = driver.create_node(name=name, size=size, image=image, **kwargs)
-            except InvalidCredsError as exc:
-                raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
-                              f"(accesskeyid/accesskey): {self._cause(exc)}") from None
-            except Exception as exc:  # noqa: BLE001
-                raise CloudError(f"{s.name}: provider {s.provider!r} could not create node "
-                                 f"{name}: {self._cause(exc)}") from None
-            self.nodes.append(node)
-            self._guardian.node(node)
-            if not _metadata_keyword(driver):
-                self._tag(driver, node)
-            if _closing.is_set() or self._released:
-                raise CloudError(f"{s.name}: pydron is shutting down; the nodes are terminated")
+            self.slots.append(self._create_node(driver, f"{NAME_PREFIX}{self.run_id}-{k}"))
         if s.keep_alive:
             _save_warm(self, in_use=True)
-        running = self._wait_running(driver)
+        running = self._wait_running(driver, self.nodes)
         for n, (node, addresses) in enumerate(running):
-            self._ssh_specs[n] = self._node_ssh_specs(n, node, addresses)
+            self._ssh_specs[str(node.id)] = self._node_ssh_specs(n, node, addresses)
+
+    def _create_node(self, driver: Any, name: str) -> Any:
+        """One node named ``name`` with the entry's settings, told to the guardian at once.
+
+        Raises CloudError when pydron is shutting down, before or after creating
+        it (``release`` then terminates it: it waits for nodes being created).
+        """
+        from libcloud.common.types import InvalidCredsError
+
+        s = self.settings
+        with self._lock:
+            if _closing.is_set() or self._released:
+                raise CloudError(f"{s.name}: pydron is shutting down; no node is started")
+            if self._kwargs is None:
+                self._kwargs = self._create_kwargs(driver)
+            kwargs = self._kwargs
+            self._creating += 1
+        node = None
+        try:
+            node = driver.create_node(name=name, size=self._size, image=self._image, **kwargs)
+        except InvalidCredsError as exc:
+            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
+                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+        except Exception as exc:  # noqa: BLE001
+            raise CloudError(f"{s.name}: provider {s.provider!r} could not create node "
+                             f"{name}: {self._cause(exc)}") from None
+        finally:
+            with self._lock:
+                self._creating -= 1
+                if node is not None:
+                    self.nodes.append(node)
+                    self._guardian.node(node)
+                late = self._late and node is not None
+                self._changed.notify_all()
+        if late:  # the release gave up waiting for it: end it here
+            if terminate_node(driver, node, self._cause) is None:
+                self._terminated.add(str(node.id))
+        if not _metadata_keyword(driver):
+            self._tag(driver, node)
+        if _closing.is_set() or self._released:
+            raise CloudError(f"{s.name}: pydron is shutting down; the nodes are terminated")
+        return node
 
     def _create_kwargs(self, driver: Any) -> dict[str, Any]:
         s = self.settings
@@ -399,7 +470,8 @@ class Cluster:
             with contextlib.suppress(Exception):  # the name prefix still marks the node
                 create_tags(node, {RUN_TAG: self.run_id})
 
-    def _wait_running(self, driver: Any) -> list[tuple[Any, list[str]]]:
+    def _wait_running(self, driver: Any, nodes: list[Any]) -> list[tuple[Any, list[str]]]:
+        """``nodes`` with their addresses, once running (at most ``boot_timeout``)."""
         s = self.settings
         deadline = time.monotonic() + s.boot_timeout
         last: BaseException | None = None
@@ -409,12 +481,12 @@ class Cluster:
             remaining = deadline - time.monotonic()
             try:
                 running = driver.wait_until_running(
-                    self.nodes, wait_period=s.poll_interval, timeout=max(1, min(10, remaining)),
+                    nodes, wait_period=s.poll_interval, timeout=max(1, min(10, remaining)),
                     ssh_interface=f"{s.address}_ips")
             except Exception as exc:  # noqa: BLE001 - libcloud's timeout, or a transient error
                 last = exc
                 if time.monotonic() >= deadline:
-                    ids = ", ".join(str(node.id) for node in self.nodes)
+                    ids = ", ".join(str(node.id) for node in nodes)
                     raise CloudError(
                         f"{s.name}: nodes {ids} at provider {s.provider!r} not running with an "
                         f"address within {s.boot_timeout:g} s (boot_timeout): {self._cause(last)}"
@@ -422,7 +494,7 @@ class Cluster:
                 continue
             by_id = {str(node.id): (node, list(addresses)) for node, addresses in running}
             return [by_id.get(str(node.id), (node, list(getattr(node, f"{s.address}_ips") or [])))
-                    for node in self.nodes]
+                    for node in nodes]
 
     def _node_ssh_specs(self, n: int, node: Any, addresses: list[str]) -> list[Any]:
         from pydron.remote import ssh
@@ -440,17 +512,72 @@ class Cluster:
 
     # -- reaching a node --------------------------------------------------
     def make_gateway(self, group: Any, spec: CloudGatewaySpec) -> Any:
-        """Provision (once), then log in to ``spec``'s node, retrying until ``ssh_timeout``."""
+        """Provision (once), then log in to ``spec``'s node, retrying until ``ssh_timeout``.
+
+        Called again for the same spec, the pool is replacing its dead worker:
+        then the provider is asked first whether the node is still there (see
+        ``_relogin``), and a node that is gone is replaced by a new one.
+        """
+        self.provision()
+        key = (spec.node, spec.core)
+        if key in self._connected:
+            gateway, node = self._relogin(group, spec)
+        else:
+            node = self.slots[spec.node]
+            gateway = self._login(group, spec, node, watch=False)
+        self._connected[key] = str(node.id)
+        return gateway
+
+    def _relogin(self, group: Any, spec: CloudGatewaySpec) -> tuple[Any, Any]:
+        """A dead worker's replacement: (gateway, node) on its node if that is still there,
+        else on a new node started in its place.
+
+        The node's other cores (``cores`` > 1) find the new node in ``slots``: the
+        first of them to find the node gone starts it, under the slot's lock,
+        and the others wait for it and use it.
+        """
+        n = spec.node
+        with self._lock:
+            slot_lock = self._slot_locks.setdefault(n, threading.Lock())
+        gone: tuple[Any, str] | None = None
+        while True:
+            with slot_lock:
+                node = self.slots[n]
+                if gone is not None and node is gone[0]:
+                    node = self._replace_node(n, *gone)
+            try:
+                return self._login(group, spec, node, watch=True), node
+            except _NodeGone as exc:
+                gone = (node, exc.why)
+
+    def _login(self, group: Any, spec: CloudGatewaySpec, node: Any, watch: bool) -> Any:
+        """An ssh gateway to core ``spec.core`` of ``node``, retrying until ``ssh_timeout``.
+
+        With ``watch`` (a replacement), the provider is asked for the node's state
+        before each attempt: ``_NodeGone`` when it is terminated, stopped or no
+        longer listed, or not running and silent for ``NOT_RUNNING_GRACE`` seconds.
+        """
         from pydron.remote import ssh
 
-        self.provision()
         s = self.settings
-        node = self.nodes[spec.node]
-        ssh_spec = self._ssh_specs[spec.node][spec.core]
+        ssh_spec = self._ssh_specs[str(node.id)][spec.core]
         deadline = time.monotonic() + s.ssh_timeout
+        silent_until: float | None = None  # while the provider says "not running"
         while True:
             if _closing.is_set() or self._released:
                 raise CloudError(f"{s.name}: pydron is shutting down")
+            if watch:
+                state = node_state(self.driver(), node)
+                if state is None or state in GONE_STATES:
+                    raise _NodeGone("no longer listed by the provider" if state is None
+                                    else f"{state} at the provider")
+                if state in ("running", UNREACHABLE):
+                    silent_until = None
+                elif silent_until is None:
+                    silent_until = time.monotonic() + min(s.ssh_timeout, NOT_RUNNING_GRACE)
+                elif time.monotonic() >= silent_until:
+                    raise _NodeGone(f"{state} at the provider and no ssh answer "
+                                    f"for {min(s.ssh_timeout, NOT_RUNNING_GRACE):g} s")
             remaining = deadline - time.monotonic()
             try:
                 return ssh.make_gateway(group, ssh_spec,
@@ -474,36 +601,82 @@ class Cluster:
                         f"{self.scrub(cause)}") from None
             time.sleep(s.poll_interval)
 
+    def _replace_node(self, n: int, old: Any, why: str) -> Any:
+        """Start a node for slot ``n`` in place of ``old``, which is gone; terminate ``old``.
+
+        At most ``count`` such nodes per entry and run: a node that keeps
+        disappearing (a spot market, a quota, a bad image) is not replaced for ever.
+        Called with the slot's lock held.
+        """
+        s = self.settings
+        with self._lock:
+            if self.replaced >= s.count:
+                self._broken = True
+                raise CloudError(
+                    f"{s.name}: node {old.id} ({old.name}) at provider {s.provider!r} is gone "
+                    f"({why}); not replaced: this entry already started {self.replaced} new "
+                    f"node(s) in this run, at most count={s.count}")
+            self.replaced += 1
+            made = sum(1 for node in self.nodes
+                       if str(node.name or "").startswith(f"{NAME_PREFIX}{self.run_id}-{n + 1}-"))
+        driver = self.driver()
+        node = self._create_node(driver, f"{NAME_PREFIX}{self.run_id}-{n + 1}-{made + 2}")
+        if str(old.id) not in self._terminated:  # a stopped node still costs: end it now
+            if terminate_node(driver, old, self._cause) is None:
+                self._terminated.add(str(old.id))  # else release() tries again and names it
+        try:
+            [(running, addresses)] = self._wait_running(driver, [node])
+            self._ssh_specs[str(node.id)] = self._node_ssh_specs(n, running, addresses)
+        except BaseException:
+            self._broken = True
+            raise
+        self.slots[n] = node
+        if s.keep_alive:
+            _save_warm(self, in_use=True)
+        log.warning("%s: node %s (%s) is gone (%s); started node %s (%s) in its place",
+                    s.name, old.id, old.name, why, node.id, node.name)
+        return node
+
     # -- termination ------------------------------------------------------
     def release(self) -> None:
-        """Terminate every node this cluster created; CloudError names those left running."""
+        """Terminate every node this cluster created; CloudError names those left running.
+
+        A node still being created (a replacement) is waited for, at most
+        ``CREATE_WAIT`` seconds, so that it is terminated with the others.
+        """
         with self._lock:
             if self._released:
                 return
             self._released = True
+            if not self._changed.wait_for(lambda: not self._creating, timeout=CREATE_WAIT):
+                self._late = True  # _create_node terminates it; the guardian stays on watch
         try:
             s = self.settings
-            if s.keep_alive and self.nodes and self._provisioned and not self._broken:
-                _save_warm(self, in_use=False)  # kept for the next run; a lease ends them
-                self._guardian.done()
-                return
+            keep = bool(s.keep_alive and self.slots and self._provisioned and not self._broken)
             try:
-                self.terminate()
+                # kept: only the nodes replaced during the run end now; a lease ends the rest
+                self.terminate(retired_only=keep)
             finally:
-                if s.keep_alive:
+                if keep:
+                    _save_warm(self, in_use=False)
+                elif s.keep_alive:
                     _drop_warm(self)
-            self._guardian.done()  # not when some are left: it tries again when we exit
+            if not self._late:
+                self._guardian.done()  # not when some are left: it tries again when we exit
         finally:
             with _live_lock:
                 _live.discard(self)
 
-    def terminate(self) -> None:
+    def terminate(self, retired_only: bool = False) -> None:
+        """Terminate the nodes created (with ``retired_only``: those no slot uses any more)."""
         s = self.settings
-        if not self.nodes:
+        current = {str(node.id) for node in self.slots} if retired_only else set()
+        nodes = [node for node in self.nodes if str(node.id) not in current]
+        if not nodes:
             return
         driver = self.driver()
         left: list[str] = []
-        for node in list(self.nodes):
+        for node in nodes:
             if str(node.id) in self._terminated:
                 continue
             cause = terminate_node(driver, node, self._cause)
@@ -597,6 +770,27 @@ def terminate_node(driver: Any, node: Any, cause: Callable[[BaseException], str]
     return last
 
 
+def node_state(driver: Any, node: Any) -> str | None:
+    """``node``'s state at the provider now, as a libcloud ``NodeState`` value
+    (``"running"``, ``"terminated"``, ...; where libcloud says ``"unknown"``, the
+    provider's own word if the driver keeps it, e.g. EC2's ``"shutting-down"``);
+    None when the provider no longer lists it; ``UNREACHABLE`` when it could not be asked."""
+    try:
+        if "ex_node_ids" in (_parameters(driver.list_nodes) or {}):  # EC2: ask for it alone
+            listed = driver.list_nodes(ex_node_ids=[node.id])
+        else:
+            listed = driver.list_nodes()
+    except Exception as exc:  # noqa: BLE001 - EC2 says NotFound for an id it forgot
+        text = f"{type(exc).__name__}: {exc}"
+        return None if "NotFound" in text or "does not exist" in text else UNREACHABLE
+    for candidate in listed:
+        if str(candidate.id) == str(node.id):
+            state = str(getattr(candidate.state, "value", candidate.state))
+            status = (getattr(candidate, "extra", None) or {}).get("status")
+            return str(status) if state == "unknown" and isinstance(status, str) else state
+    return None
+
+
 def is_pydron_node(node: Any) -> bool:
     """A node pydron created: its name prefix, or its run tag."""
     tags = {}
@@ -622,7 +816,8 @@ def node_run(node: Any) -> str:
     if RUN_TAG in tags:
         return str(tags[RUN_TAG])
     name = str(node.name or "")
-    return name[len(NAME_PREFIX):].rsplit("-", 1)[0] if name.startswith(NAME_PREFIX) else "?"
+    # pydron-<run>-<k>, or pydron-<run>-<k>-<g> for a node started in place of a gone one
+    return name[len(NAME_PREFIX):].split("-", 1)[0] if name.startswith(NAME_PREFIX) else "?"
 
 
 # ---------------------------------------------------------------- warm nodes (keep_alive)
@@ -731,7 +926,7 @@ def _save_warm(cluster: Cluster, in_use: bool) -> None:
         lease_until = None if in_use or s.lease is None else time.time() + 60 * s.lease
         _write_state(path, {
             "entry": s.name, "provider": s.provider, "run_id": cluster.run_id,
-            "nodes": [str(node.id) for node in cluster.nodes],
+            "nodes": [str(node.id) for node in cluster.slots],
             "in_use": os.getpid() if in_use else None, "lease_until": lease_until,
             "generation": generation,
         })
