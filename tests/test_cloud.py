@@ -986,3 +986,49 @@ def test_dummy_silent_node_that_is_not_running_is_replaced(server, runnable, tmp
     finally:
         pool.shutdown()
     assert not [node for node in driver.list_nodes() if node in cluster.nodes]
+
+
+REPLACING = """
+import sys, time
+from pydron.config import load_config
+from pydron.remote.pool import Pool
+specs = load_config(sys.argv[1])
+cluster = specs[0].cluster
+pool = Pool(specs)
+[worker] = pool.workers
+print(cluster.nodes[0].id, worker.info["pid"], flush=True)
+deadline = time.monotonic() + 60
+while (pool.workers[0] is worker or not pool.workers[0].alive) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print(" ".join(node.id for node in cluster.nodes), flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.timeout(150)
+def test_guardian_terminates_the_new_node_of_a_killed_master(server, runnable, ec2, tmp_path):
+    """A master SIGKILLed after replacing a gone node: its guardian ends the new node too."""
+    conf = write_conf(tmp_path, ec2_entry(ec2, server, count=1, poll_interval=0.2))
+    script = tmp_path / "replacing.py"
+    script.write_text(REPLACING)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, TESTS])}
+    master = subprocess.Popen([sys.executable, str(script), str(conf)], cwd=str(tmp_path), env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = master.stdout.readline().split()
+        assert len(line) == 2, master.stderr.read() if master.poll() is not None else line
+        old, pid = line[0], int(line[1])
+        ec2.client().terminate_instances(InstanceIds=[old])
+        os.kill(pid, signal.SIGTERM)
+        ids = master.stdout.readline().split()
+        assert len(ids) == 2 and ids[0] == old, ids
+        assert [i["InstanceId"] for i in ec2.instances()] == [ids[1]]
+        master.kill()
+        master.wait(timeout=10)
+        wait_until(lambda: not ec2.instances(), 30, "the guardian terminated the new node")
+        assert set(ids) <= {i["InstanceId"] for i in ec2.instances(states=("terminated",))}
+    finally:
+        if master.poll() is None:
+            master.kill()
+        master.communicate(timeout=10)
