@@ -532,6 +532,9 @@ class Pool(Backend):
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
                 self._queue.clear()
             self._lock.notify()
+        if isinstance(started, BaseException) and not orphans:
+            # The others carry on; say why the pool is one worker short.
+            logging.getLogger("pydron").warning("worker %s could not be replaced: %s", dead.label, started)
         reason = f"{started}" if isinstance(started, BaseException) else ""
         for task, graph in orphans:
             graph.finish(task.future, ok=False, error=WorkerDied(
