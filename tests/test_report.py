@@ -201,3 +201,29 @@ def test_cli_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "pydron", "run", "--report", "out.txt", "p.py"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--report 'out.txt'" in bad.stderr
+
+
+def test_tasks_of_another_pool_finishing_meanwhile_do_not_mix_with_this_runs(own_pool):
+    """An older pool (set aside, as tests and notebooks do) may still finish tasks while a
+    report records; its tasks must not take the place of this run's (task ids collided)."""
+    from pydron.config import GatewaySpec, local_python_spec
+    from pydron.remote.pool import Pool
+    from pydron.runtime.graph import Graph
+
+    other = Pool([GatewaySpec("older", local_python_spec())])
+    try:
+        graph = Graph(lambda: other)
+        # Task ids 1-4 of the older pool, finishing while this run records.
+        late = [graph.submit(H.nap, (0.1 * k, k), {}) for k in range(1, 5)]
+        records = EVENTS.watch()
+        try:
+            H.naps(6, 0.05)
+            assert [f._pd_result() for f in late] == [1, 2, 3, 4]
+        finally:
+            EVENTS.unwatch()
+        tl = timeline.build(list(records), records[-1][2])
+        mine = [b for b in tl.bars if b.worker != "older"]
+        assert len([b for b in mine if b.name == "nap"]) == 6, tl.bars
+        assert all(b.status == "ok" and 0.045 < b.seconds < 0.5 for b in mine), mine
+    finally:
+        other.shutdown()

@@ -40,6 +40,9 @@ DEFAULT_RETRIES = 3
 CANCEL_GRACE = float(os.environ.get("PYDRON_CANCEL_GRACE", "2"))
 # The dispatcher tells workers about released values at least this often (seconds).
 RELEASE_SECONDS = 0.5
+# Task ids are unique in the process, not per pool: records of two pools (an
+# old one still finishing, the run report's) never mix up two tasks.
+_TASK_IDS = iter(range(1, sys.maxsize))
 # A result whose pickle is larger than this stays on its worker (the data plane).
 INLINE_LIMIT = int(os.environ.get("PYDRON_INLINE_LIMIT", str(64 * 1024)))
 _DATAPLANE_SOURCE = inspect.getsource(dataplane)
@@ -106,7 +109,7 @@ class Pool(Backend):
         self._queue: list[tuple[int, int, Any, Any]] = []
         self._queue_order = iter(range(1, sys.maxsize))
         self._lock = threading.Condition()
-        self._task_ids = iter(range(1, sys.maxsize))
+        self._task_ids = _TASK_IDS
         # function -> (key, pickled), the newest last; at most FUNCTION_CACHE
         # (closures made per call would otherwise pile up, here and on workers).
         self._functions: collections.OrderedDict[Any, tuple[int, bytes]] = collections.OrderedDict()
