@@ -155,6 +155,7 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     slot = entry.slot(measure)
     wire = getattr(tool, "wire", None)
     before = wire.total() if wire is not None else None
+    cpu_before = time.process_time()  # this process, all its threads: the master's own work
     try:
         value, seconds = w.timed(fn, *params.args(measure))
     except Exception as exc:  # noqa: BLE001
@@ -162,6 +163,9 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
         log(traceback.format_exc())
         return
     slot["runs"].append(seconds)
+    if measure == "cpu":
+        slot.setdefault("master_cpu_runs", []).append(time.process_time() - cpu_before)
+        slot["master_cpu"] = statistics.median(slot["master_cpu_runs"])
     if entry.name == "sequential":
         expected.setdefault(measure, value)
     if measure in PYDRON_ONLY and measure not in expected:
@@ -256,6 +260,7 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     goals = targets(figs)
     rows = {
         "cpu": f"1. CPU-bound: {s.cpu_tasks} tasks x {s.cpu_ms:g} ms — speed-up",
+        "master_cpu": "1. ... CPU time of the master process (per run)",
         "trivial": f"2. {s.trivial_tasks:,} trivial tasks, one by one — tasks/s",
         "progress_on": f"2b. {s.progress_tasks:,} trivial tasks, progress line on / off — tasks/s",
         "chains": f"3. {s.chains} chains x {s.chain_length} dependent {s.chain_ms:g} ms tasks — speed-up",
@@ -270,19 +275,19 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(peers.NAMES) + "---|---|"]
     for key, label in rows.items():
-        measure = "pipeline" if key == "bytes" else key
+        measure = {"bytes": "pipeline", "master_cpu": "cpu"}.get(key, key)
         cells = [label]
         for name in peers.NAMES:
             cells.append(cell(key, name, results, skipped, figs, params))
         peer, value = best_peer(figs, measure)
         pd = figs[measure].get("pydron")
-        if key in ("bytes", "glue", "progress_on") or peer is None or pd is None:
+        if key in ("bytes", "master_cpu", "glue", "progress_on") or peer is None or pd is None:
             cells.append("—")
         else:
             higher = measure in ("cpu", "chains", "trivial")
             ratio = pd / value if higher else value / pd
             cells.append(f"{ratio_text(ratio)} ({short_name(peer)})")
-        goal = goals.get(measure) if key != "bytes" else None
+        goal = goals.get(measure) if key not in ("bytes", "master_cpu") else None
         if goal is None:
             cells.append("—")
         else:
@@ -305,7 +310,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     if name in skipped:
         return "not installed"
     res = results.get(name, {})
-    measure = "pipeline" if key == "bytes" else key
+    measure = {"bytes": "pipeline", "master_cpu": "cpu"}.get(key, key)
     m = res.get(measure)
     if m is None:
         if res.get("fatal"):
@@ -319,6 +324,8 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
         return "**WRONG/ERROR**"
     seconds = m["seconds"]
     seq = results.get("sequential", {}).get(measure, {}).get("seconds")
+    if key == "master_cpu":  # the sequential run's is the work itself
+        return f"{m['master_cpu'] * 1000:,.0f} ms" if "master_cpu" in m else "—"
     if key == "bytes":
         if name == "sequential":
             return "0"

@@ -75,3 +75,12 @@ def test_progress_row_is_in_the_table(quick_run):
     assert len(row) == 1, _output(proc)
     assert "/s on, " in row[0] and "/s off (" in row[0] and ">= 0.95x off" in row[0], row[0]
     assert "redraws" in data["results"]["pydron"]["progress_on"]
+
+
+def test_master_cpu_row_is_in_the_table(quick_run):
+    proc, data = quick_run
+    assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 1. ... CPU time of the master")]
+    assert len(row) == 1, _output(proc)
+    assert row[0].count(" ms |") >= 2, row[0]  # sequential and pydron at least
+    assert data["results"]["pydron"]["cpu"]["master_cpu"] >= 0

@@ -176,7 +176,7 @@ class Events:
                 frame, _, lineno = site[-1]
                 file, line = frame.f_code.co_filename, lineno or 0
             fn = task.fn
-            records.append(("issue", id(future._pd_graph), future._pd_seq,
+            records.append(("issue", future._pd_graph.number, future._pd_seq,
                             getattr(fn, "__qualname__", None) or repr(fn), file, line,
                             [f._pd_seq for f in task.inputs], _clock()))
 
@@ -197,7 +197,8 @@ class Events:
         if records is not None:
             future = task.future
             routes = ["master" if type(data) is bytes else data[0] for data in inputs]
-            records.append(("send", task_id, id(future._pd_graph), future._pd_seq,
+            graph = getattr(future, "_pd_graph", None)  # None: a lost value made again
+            records.append(("send", task_id, graph.number if graph is not None else 0, future._pd_seq,
                             worker.label, _clock(), size, routes))
         if size >= BIG_TRANSFER:
             log.info("sent %d bytes to %s for %s()", size, worker.label,

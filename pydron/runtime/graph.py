@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import copy
 import heapq
+import itertools
 import pickle
 import sys
 import threading
@@ -107,6 +108,9 @@ def user_site() -> tuple | None:
     return tuple(chain) if chain else None
 
 
+_GRAPH_NUMBERS = itertools.count(1)
+
+
 class Graph:
     """Tasks of one top-level schedule call, shared by nested schedule calls."""
 
@@ -115,6 +119,9 @@ class Graph:
     resolve_deep = staticmethod(resolve_deep)
 
     def __init__(self, pool_getter: Callable[[], Any]) -> None:
+        # Unique in the process (an id() is reused once a graph is freed): the run
+        # report tells the calls of two runs apart by it.
+        self.number = next(_GRAPH_NUMBERS)
         self._pool_getter = pool_getter
         self._pool = None
         self._seq = 0
