@@ -123,6 +123,27 @@ def test_a_value_lost_with_its_worker_is_made_again(pool, tmp_path):
     assert all(w.info["pid"] != killed[0] for w in pool.workers if w.alive)
 
 
+@pydron.schedule
+def chain_survives_death(size, marker_dir, kill):
+    b = D.transform(D.make(4, size, marker_dir))  # make's value is dropped once transform ran
+    kill(D.pid_of(b))  # a sync point: b exists, make's future is gone
+    return D.digest(D.transform(b))
+
+
+@pytest.mark.timeout(60)
+def test_a_lost_value_whose_input_was_dropped_is_made_again_from_the_start(pool, tmp_path):
+    """Lineage through a value the program no longer holds: both are made again."""
+    killed = []
+
+    def kill(pid):
+        killed.append(pid)
+        os.kill(pid, signal.SIGKILL)
+
+    got = chain_survives_death(2 * MB, str(tmp_path), kill)
+    assert got == chain_survives_death.__wrapped__(2 * MB, None, lambda pid: None)
+    assert len(os.listdir(tmp_path)) == 2  # make ran once, and once again after the death
+
+
 # ------------------------------------------------------------ authentication
 
 

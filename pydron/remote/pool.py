@@ -550,6 +550,9 @@ class Pool(Backend):
         value = getattr(task, "remake", None)
         if value is not None:  # a recomputation: the same RemoteValue, now here
             value.worker, value.key, value.lost = worker, key, False
+            # One the program had dropped was made again only as another's input: it
+            # stays on this worker until the pool ends (rare: a death, then lineage).
+            value.released = False
         else:
             payload = task.payload
             if type(payload) is not bytes:  # pickled late, in _encode
