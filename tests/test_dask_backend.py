@@ -442,3 +442,33 @@ def test_pytest_plugin_shares_a_dask_entry(tmp_path):
     specs = load_config(path)
     assert pytest_share.share_out(specs, 2) == [[0], [0]]
     assert pytest_share.summary(specs) == "1 x dask (scheduler tcp://127.0.0.1:8786)"
+
+
+# ------------------------------------------- the plain-function differential files
+
+
+def test_plain_function_differential_files_pass_on_dask(cluster, backend, tmp_path):
+    """test_try_overlap.py and test_fuzz_regressions.py compare plain and scheduled runs
+    through the process's pool: run them in a pytest whose pool is this Dask cluster."""
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    conf = write_conf(tmp_path, [{"type": "dask", "scheduler": cluster.scheduler}])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYDRON_", "PYTEST_"))}
+    env["PYDRON_CONF"] = conf
+
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    before = backend.client.run_on_scheduler(transitions)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:xdist", "-p", "no:cacheprovider",
+         "-o", "addopts=-p no:pydron", os.path.join(here, "test_try_overlap.py"),
+         os.path.join(here, "test_fuzz_regressions.py")],
+        cwd=os.path.dirname(here), env=env, capture_output=True, text=True, timeout=600,
+        stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert re.search(r"\d+ passed", proc.stdout), proc.stdout[-2000:]
+    # Their calls really ran on this cluster (a few transitions per task).
+    assert backend.client.run_on_scheduler(transitions) - before > 500
