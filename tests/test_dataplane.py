@@ -100,6 +100,17 @@ def test_workers_release_values_the_program_dropped(pool):
     assert sum(pool.held_bytes().values()) == 0
 
 
+def _killer():
+    """(the pids killed, a function that SIGKILLs a pid and records it)."""
+    killed = []
+
+    def kill(pid):
+        killed.append(pid)
+        os.kill(pid, signal.SIGKILL)
+
+    return killed, kill
+
+
 @pydron.schedule
 def survives_death(size, marker_dir, kill):
     a = D.make(3, size, marker_dir)
@@ -109,12 +120,7 @@ def survives_death(size, marker_dir, kill):
 
 
 def test_a_value_lost_with_its_worker_is_made_again(pool, tmp_path):
-    killed = []
-
-    def kill(pid):
-        killed.append(pid)
-        os.kill(pid, signal.SIGKILL)
-
+    killed, kill = _killer()
     got = survives_death(2 * MB, str(tmp_path), kill)
     assert got == survives_death.__wrapped__(2 * MB, None, lambda pid: None)
     assert len(killed) == 1
@@ -133,14 +139,10 @@ def chain_survives_death(size, marker_dir, kill):
 @pytest.mark.timeout(60)
 def test_a_lost_value_whose_input_was_dropped_is_made_again_from_the_start(pool, tmp_path):
     """Lineage through a value the program no longer holds: both are made again."""
-    killed = []
-
-    def kill(pid):
-        killed.append(pid)
-        os.kill(pid, signal.SIGKILL)
-
+    killed, kill = _killer()
     got = chain_survives_death(2 * MB, str(tmp_path), kill)
     assert got == chain_survives_death.__wrapped__(2 * MB, None, lambda pid: None)
+    assert len(killed) == 1
     assert len(os.listdir(tmp_path)) == 2  # make ran once, and once again after the death
 
 

@@ -288,6 +288,11 @@ class Cluster:
         """``exc`` as text for a message, without the entry's credentials."""
         return self._cause(exc)
 
+    def _refused_credentials(self, exc: BaseException) -> Exception:
+        s = self.settings
+        return s.error("accesskey", f"provider {s.provider!r} refused the credentials "
+                                    f"(accesskeyid/accesskey): {self._cause(exc)}")
+
     def _cause(self, exc: BaseException) -> str:
         text = str(exc) or type(exc).__name__
         return self.scrub(f"{type(exc).__name__}: {text}" if type(exc).__name__ not in text else text)
@@ -330,8 +335,7 @@ class Cluster:
         try:
             image = find_image(driver, s.imageid)
         except InvalidCredsError as exc:
-            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
-                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+            raise self._refused_credentials(exc) from None
         except Exception as exc:  # noqa: BLE001
             cause = self._cause(exc)
             what = "no image" if "NotFound" in cause or "not found" in cause.lower() \
@@ -391,8 +395,7 @@ class Cluster:
         try:
             node = driver.create_node(name=name, size=self._size, image=self._image, **kwargs)
         except InvalidCredsError as exc:
-            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
-                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+            raise self._refused_credentials(exc) from None
         except Exception as exc:  # noqa: BLE001
             raise CloudError(f"{s.name}: provider {s.provider!r} could not create node "
                              f"{name}: {self._cause(exc)}") from None
@@ -458,8 +461,7 @@ class Cluster:
         except LookupError as exc:
             raise s.error("keypair", f"provider {s.provider!r}: {exc}") from None
         except InvalidCredsError as exc:
-            raise s.error("accesskey", f"provider {s.provider!r} refused the credentials "
-                          f"(accesskeyid/accesskey): {self._cause(exc)}") from None
+            raise self._refused_credentials(exc) from None
         except Exception as exc:  # noqa: BLE001
             raise CloudError(f"{s.name}: provider {s.provider!r} could not find or import key "
                              f"pair {name!r} ({s.publickey}): {self._cause(exc)}") from None

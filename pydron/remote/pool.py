@@ -599,8 +599,7 @@ class Pool(Backend):
                       and v.worker.data_address == address), None)
         holder = value.worker if value is not None else None
         if holder is not None:
-            if holder.alive and holder.channel.isclosed():
-                self._worker_died(holder)
+            self.check_alive()  # the holder's death may not be known yet
             holder.holding.pop(key, None)  # it is made again elsewhere
         if value is None:
             graph.finish(task.future, ok=False, error=WorkerDied(
