@@ -9,7 +9,11 @@ Rows (each the median of --repeats runs after a warm-up, in this one process):
   20 MB: pydron, the plain run and Dask (``dask.delayed`` on a distributed
   LocalCluster with the same number of processes), with the bytes that went
   through pydron's master (its channels and data sockets, both ways);
-- a numpy pipeline, 8 items x 3 stages on 50 MB arrays, against the plain run;
+- a numpy pipeline, 8 items x 3 stages on 50 MB arrays, against the plain run,
+  and against the plain run with the allocator setting pydron's workers use
+  (glibc keeps freed memory for reuse, PYDRON_KEEP_FREED_MEMORY), run in a
+  subprocess, so that the table shows what the setting gives and what the
+  parallelism gives;
 - one 200 MB result returned to the master.
 
 Each row also prints the master's peak RSS above where it started (sampled
@@ -157,7 +161,8 @@ def main(argv=None) -> int:
         if got != expected:
             wrong.append("numpy")
         rows.append({"row": f"numpy, 8 x 3 stages, {size // MB} MB arrays", "plain_s": plain_s,
-                     "pydron_s": pydron_s, "master_peak_mb": pydron_mb, "plain_peak_mb": plain_mb})
+                     "pydron_s": pydron_s, "master_peak_mb": pydron_mb, "plain_peak_mb": plain_mb,
+                     "plain_kept_memory_s": _plain_with_kept_memory(repeats, 8, size)})
 
     # 3. one large result to the master
     size = int(200 * MB * scale)
@@ -178,12 +183,34 @@ def main(argv=None) -> int:
         print(f"| {row['row']} | {row['plain_s']:.3f} | {row['pydron_s']:.3f} | "
               f"{row['plain_s'] / row['pydron_s']:.2f}x | {dask} | {through} | "
               f"{row['master_peak_mb']:.0f} ({row['plain_peak_mb']:.0f}) |")
+    for row in rows:
+        if row.get("plain_kept_memory_s"):
+            kept = row["plain_kept_memory_s"]
+            print(f"\n{row['row']}: the plain run with the allocator setting of pydron's workers "
+                  f"(glibc keeps freed memory, as PYDRON_KEEP_FREED_MEMORY=1 does) takes {kept:.3f} s; "
+                  f"pydron is {kept / row['pydron_s']:.2f}x that.")
     if wrong:
         print(f"\nWRONG RESULTS: {', '.join(wrong)}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rows": rows, "wrong": wrong}, handle, indent=2)
     return 1 if wrong else 0
+
+
+def _plain_with_kept_memory(repeats, items, size):
+    """The plain numpy pipeline's median time in a subprocess whose glibc keeps
+    freed memory as pydron's workers do (worker._keep_freed_memory)."""
+    import subprocess
+
+    code = ("import sys, time, statistics; sys.path.insert(0, sys.argv[1]); import dataplane as d; "
+            "n, size, repeats = map(int, sys.argv[2:]); d.numpy_pipeline(n, size); times = []\n"
+            "for _ in range(repeats):\n"
+            "    t = time.perf_counter(); d.numpy_pipeline(n, size); times.append(time.perf_counter() - t)\n"
+            "print(statistics.median(times))")
+    env = {**os.environ, "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2 ** 31 - 1)}
+    out = subprocess.run([sys.executable, "-c", code, HERE, str(items), str(size), str(repeats)],
+                         env=env, capture_output=True, text=True, check=True, timeout=600)
+    return float(out.stdout.split()[-1])
 
 
 def _dask_pipeline(workers, repeats, items, size, expected):

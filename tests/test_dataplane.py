@@ -100,6 +100,43 @@ def test_workers_release_values_the_program_dropped(pool):
     assert sum(pool.held_bytes().values()) == 0
 
 
+def _rss_mb(pid):
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+@pydron.schedule
+def churn(n, size, record):
+    total = 0
+    for i in range(n):
+        data = D.transform(D.make(i, size))
+        total += D.size(data)
+        record()
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_worker_memory_stays_flat_and_is_given_back_when_idle(pool):
+    pids = [info.pid for info in pydron.workers()]
+    before = {pid: _rss_mb(pid) for pid in pids}
+    samples = []
+    n, size = 24, 40 * MB  # above glibc's 32 MB mmap threshold: kept freed memory is reused
+    assert churn(n, size, lambda: samples.append(max(_rss_mb(pid) for pid in pids))) == n * size
+    early, late = max(samples[: n // 2]), max(samples[n // 2:])
+    assert late <= early + size / MB, samples
+    # Idle for IDLE_TRIM_SECONDS: the memory the tasks freed goes back to the kernel.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = {pid: _rss_mb(pid) for pid in pids}
+        if all(now[pid] < before[pid] + size / MB for pid in pids):
+            break
+        time.sleep(0.2)
+    assert all(now[pid] < before[pid] + size / MB for pid in pids), (before, now)
+
+
 def _killer():
     """(the pids killed, a function that SIGKILLs a pid and records it)."""
     killed = []

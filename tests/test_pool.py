@@ -543,3 +543,10 @@ def test_workers_import_the_scripts_modules_before_a_task_needs_them(tmp_path):
                           env=env, stdin=subprocess.DEVNULL, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "preloaded on 2", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", ["yes", "2", "true"])
+def test_keep_freed_memory_setting_is_checked(monkeypatch, value):
+    monkeypatch.setenv("PYDRON_KEEP_FREED_MEMORY", value)
+    with pytest.raises(ConfigError, match=r"^PYDRON_KEEP_FREED_MEMORY=.*: expected 0 or 1$"):
+        Pool([local_python_spec()])

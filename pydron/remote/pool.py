@@ -45,6 +45,7 @@ RELEASE_SECONDS = 0.5
 _TASK_IDS = iter(range(1, sys.maxsize))
 # A result whose pickle is larger than this stays on its worker (the data plane).
 INLINE_LIMIT = int(os.environ.get("PYDRON_INLINE_LIMIT", str(64 * 1024)))
+KEEP_FREED_VAR = "PYDRON_KEEP_FREED_MEMORY"
 _DATAPLANE_SOURCE = inspect.getsource(dataplane)
 _CLOSED = object()
 
@@ -169,6 +170,7 @@ class Pool(Backend):
                 "secret": self._secret,
                 "data": _data_bind(spec, local),
                 "inline_limit": INLINE_LIMIT,
+                "keep_freed_memory": _keep_freed_memory(),
                 "preload": modules_to_preload(),
                 "sys_path": [p for p in sys.path if p] if local else [],
                 "chdir": os.getcwd() if local else None,
@@ -881,6 +883,15 @@ def _holder(task: Any) -> Worker | None:
         if value is not None and future._pd_value is _MISSING and not value.lost and value.size > most:
             best, most = value.worker, value.size
     return best
+
+
+def _keep_freed_memory() -> bool:
+    """Whether workers keep the memory their tasks free for the next task
+    (worker._keep_freed_memory): yes unless PYDRON_KEEP_FREED_MEMORY=0."""
+    value = os.environ.get(KEEP_FREED_VAR, "").strip() or "1"
+    if value not in ("0", "1"):
+        raise ConfigError(f"{KEEP_FREED_VAR}={value!r}: expected 0 or 1")
+    return value == "1"
 
 
 def _data_bind(spec: Any, local: bool) -> dict | None:
