@@ -6,7 +6,6 @@ speed and pickling by reference).
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any, Callable, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -34,6 +33,8 @@ def functional(fn: F | None = None, *, timeout: float | None = None) -> Any:
         return fn
     if not callable(fn):
         raise TypeError(f"@pydron.functional needs a function, got {type(fn).__name__}")
+    import inspect  # here: importing pydron stays cheap
+
     if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
         code = getattr(fn, "__code__", None)
         where = f" ({code.co_filename}, line {code.co_firstlineno})" if code is not None else ""

@@ -7,6 +7,7 @@ import inspect
 import types
 from typing import Any, Callable, TypeVar
 
+from pydron.observe import progress as _progress  # noqa: F401 - the progress line listens to runs
 from pydron.observe.events import EVENTS
 from pydron.remote.pool import get_pool
 from pydron.runtime.future import FUTURES

@@ -33,8 +33,7 @@ from typing import Any
 from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import PENDING
 
-log = logging.getLogger("pydron")
-log.addHandler(logging.NullHandler())
+log = logging.getLogger("pydron")  # with a NullHandler (pydron/__init__.py)
 
 # A transfer at least this big is logged (INFO); PYDRON_LOG_BYTES changes it.
 BIG_TRANSFER = int(os.environ.get("PYDRON_LOG_BYTES", "1000000") or "1000000")
