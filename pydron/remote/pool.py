@@ -72,6 +72,7 @@ class Worker:
         self.forget: list[int] = []  # keys to drop before the next batch
         self.alive = True
         self.window = 1
+        self.start_steps = (0.0, 0.0)  # see Pool._start_one
         self.info: dict[str, Any] = {}
         # What the worker can import from: the master's sys.path as last sent
         # (local workers), or the files shipped so far (remote ones).
@@ -131,7 +132,9 @@ class Pool(Backend):
         self.bytes_between_workers = 0
         self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
         self._watchdog: threading.Thread | None = None
+        began = time.perf_counter()
         self._start_workers()
+        self.start_seconds = time.perf_counter() - began  # every worker ready
         for worker in self._workers:
             EVENTS.worker_started(worker)
         self._thread = threading.Thread(target=self._dispatch_loop, name="pydron-dispatch", daemon=True)
@@ -158,9 +161,11 @@ class Pool(Backend):
     def _start_one(self, spec: Any) -> Worker | BaseException:
         label = getattr(spec, "label", str(spec))
         xspec = getattr(spec, "xspec", spec)
+        began = time.perf_counter()
         try:
             make = getattr(spec, "make_gateway", None)  # e.g. ssh.SshGatewaySpec
             gateway = make(self._group) if make else self._group.makegateway(xspec)
+            connected = time.perf_counter()
             channel = gateway.remote_exec(worker_module)
             control = gateway.newchannel()
             local = gateway.spec.popen and not gateway.spec.via
@@ -202,6 +207,8 @@ class Pool(Backend):
                 f"runs {master}: functions travel as bytecode, so the versions must match"
             )
         worker = Worker(label, gateway, channel, spec)
+        # seconds to a running interpreter with execnet's channel up, then to "ready"
+        worker.start_steps = (connected - began, time.perf_counter() - connected)
         worker.control = control
         worker.info = info
         if info.get("data_port"):
@@ -241,7 +248,7 @@ class Pool(Backend):
             if self._closed:
                 graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
                 return
-            if not any(worker.alive for worker in self._workers) and not self._starting:
+            if not self._starting and not _any_alive(self._workers):
                 name = getattr(task.fn, "__qualname__", repr(task.fn))
                 graph.finish(task.future, ok=False, error=WorkerDied(
                     f"every pydron worker has died; {name}() was not run (the next top-level "
@@ -267,7 +274,8 @@ class Pool(Backend):
             batches = worker = batch = None  # type: ignore[assignment]
 
     def _free_worker(self, task: Any) -> Worker | None:
-        """The least busy worker with room; ties go round the pool, so every worker gets work.
+        """The least busy worker with room; ties go to a worker that has run the function
+        before (it has imported its module), then round the pool, so every worker gets work.
 
         Only a function seen to be short may queue behind other tasks on a
         worker: a long one waits for a worker with nothing in flight, so that
@@ -280,10 +288,16 @@ class Pool(Backend):
         holder = _holder(task) if task.inputs else None
         if holder is not None and holder.alive and len(holder.inflight) < (holder.window if short else 1):
             return holder  # most of its input bytes are there already
+        try:
+            key = self._functions.get(task.fn, (None,))[0]
+        except TypeError:  # unhashable: never cached
+            key = None
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
             if worker.alive and len(worker.inflight) < (worker.window if short else 1):
-                if best is None or len(worker.inflight) < len(best.inflight):
+                if (best is None or len(worker.inflight) < len(best.inflight)
+                        or (len(worker.inflight) == len(best.inflight) and key is not None
+                            and key in worker.functions_sent and key not in best.functions_sent)):
                     best = worker
         return best
 
@@ -470,7 +484,7 @@ class Pool(Backend):
                 if task.future._pd_state is not PENDING:
                     continue  # cancelled or timed out: nobody waits for it
                 if not worker.stopped:
-                    task.killed_on.append(worker.label)
+                    task.killed_on += (worker.label,)
                 if self._closed:
                     failed.append((task, graph, PydronError(
                         f"the pydron pool was shut down while worker {worker.label} ran it")))
@@ -490,7 +504,7 @@ class Pool(Backend):
                        and quick < MAX_QUICK_DEATHS)
             if replace:
                 self._starting += 1
-            elif not self._closed and not self._starting and not any(w.alive for w in self._workers):
+            elif not self._closed and not self._starting and not _any_alive(self._workers):
                 # Nobody is left to run what is queued: fail it now rather than wait for ever.
                 why = "every pydron worker has died and none is started again"
                 if quick >= MAX_QUICK_DEATHS:
@@ -533,7 +547,7 @@ class Pool(Backend):
                     else:
                         self._workers.append(started)
                     EVENTS.worker_started(started)
-            elif not any(w.alive for w in self._workers) and not self._starting:
+            elif not _any_alive(self._workers) and not self._starting:
                 orphans = [(task, graph) for _, _, task, graph in self._queue]
                 self._queue.clear()
             self._lock.notify()
@@ -752,7 +766,7 @@ class Pool(Backend):
         """True if at least one worker is up or being started (dead ones noticed first)."""
         self.check_alive()
         with self._lock:
-            return self._starting > 0 or any(worker.alive for worker in self._workers)
+            return self._starting > 0 or _any_alive(self._workers)
 
     def check_alive(self) -> None:
         """Notice workers whose connection closed without telling us."""
@@ -845,7 +859,7 @@ class _RemakeTask:
         self.inputs: list = []
         self.args, self.kwargs, self.slots = (), {}, {}
         self.timeout = None
-        self.killed_on: list[str] = []
+        self.killed_on: tuple[str, ...] = ()
         self.remake = value
 
 
@@ -883,6 +897,13 @@ def _holder(task: Any) -> Worker | None:
         if value is not None and future._pd_value is _MISSING and not value.lost and value.size > most:
             best, most = value.worker, value.size
     return best
+
+
+def _any_alive(workers: list[Worker]) -> bool:
+    for worker in workers:  # a loop, not any(genexpr): this runs once per task
+        if worker.alive:
+            return True
+    return False
 
 
 def _keep_freed_memory() -> bool:
