@@ -41,6 +41,8 @@ class _LiveCount:
 
 
 FUTURES = _LiveCount()
+_SET = object.__setattr__
+_exc_info = sys.exc_info
 _count_lock = threading.Lock()
 COUNT_LOCK = _count_lock
 
@@ -60,29 +62,30 @@ class Future:
         with _count_lock:
             FUTURES.live += 1
             graph.live_futures += 1
-        object.__setattr__(self, "_pd_graph", graph)
-        object.__setattr__(self, "_pd_seq", seq)
-        object.__setattr__(self, "_pd_state", PENDING)
-        object.__setattr__(self, "_pd_value", _MISSING)
-        object.__setattr__(self, "_pd_bytes", None)
+        _set = _SET  # Future's own __setattr__ acts on the value: slots are set through object's
+        _set(self, "_pd_graph", graph)
+        _set(self, "_pd_seq", seq)
+        _set(self, "_pd_state", PENDING)
+        _set(self, "_pd_value", _MISSING)
+        _set(self, "_pd_bytes", None)
         # The value kept on the worker that computed it (remote/values.py), if so.
-        object.__setattr__(self, "_pd_remote", None)
-        object.__setattr__(self, "_pd_error", None)
+        _set(self, "_pd_remote", None)
+        _set(self, "_pd_error", None)
         # The future whose own failure this one carries (itself, or a dependency).
-        object.__setattr__(self, "_pd_origin", None)
-        object.__setattr__(self, "_pd_site", site)
+        _set(self, "_pd_origin", None)
+        _set(self, "_pd_site", site)
         # The exception being handled when the call was made: its failure's
         # ``__context__``, as when the plain run raises inside a handler.
-        object.__setattr__(self, "_pd_context", sys.exc_info()[1])
-        object.__setattr__(self, "_pd_dependents", None)
-        object.__setattr__(self, "_pd_label", label)
-        object.__setattr__(self, "_pd_worker", None)
+        _set(self, "_pd_context", _exc_info()[1])
+        _set(self, "_pd_dependents", None)
+        _set(self, "_pd_label", label)
+        _set(self, "_pd_worker", None)
         # Set when ``self += x`` was applied to a copy of this value: if the
         # value turns out to be mutable in place by ``_pd_inplace_op`` (e.g.
         # operator.iadd on a list), later readers see that copy, as they would
         # see the mutated object sequentially; an int or a str stays as it was.
-        object.__setattr__(self, "_pd_mutated_by", None)
-        object.__setattr__(self, "_pd_inplace_op", None)
+        _set(self, "_pd_mutated_by", None)
+        _set(self, "_pd_inplace_op", None)
 
     def __del__(self) -> None:
         remote = self._pd_remote

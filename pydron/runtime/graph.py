@@ -16,8 +16,7 @@ import sys
 import threading
 import types
 from time import perf_counter
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 from pydron.errors import CallCancelled
 from pydron.observe.events import EVENTS
@@ -46,38 +45,57 @@ def set_current_graph(graph: "Graph | None") -> "Graph | None":
     return previous
 
 
-@dataclass(eq=False)
-class Task:
-    """One functional call: what to run, and the futures its arguments hold."""
+_NO_INPUTS: tuple = ()
+_NO_SLOTS = types.MappingProxyType({})
 
-    future: Future
-    fn: Callable[..., Any]
-    args: tuple
-    kwargs: dict
-    inputs: list[Future] = field(default_factory=list)
-    slots: dict[int, int] = field(default_factory=dict)
-    waiting: int = 0
-    payload: Any = None  # the pickled arguments (or why they could not be), made at the call
-    killed_on: list[str] = field(default_factory=list)  # workers that died running it
-    timeout: float | None = None  # seconds it may run (set by the pool)
-    sources: list | None = None  # its inputs as the pool sends them (bytes, or values kept on workers)
+
+class Task:
+    """One functional call: what to run, and the futures its arguments hold.
+
+    Slotted, with the empty ``inputs``/``slots``/``killed_on`` shared: one is
+    made per call, 100,000 in a large map.
+    """
+
+    __slots__ = ("future", "fn", "args", "kwargs", "inputs", "slots", "waiting", "payload",
+                 "killed_on", "timeout", "sources")
+
+    def __init__(self, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+        self.future = future
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.inputs: Sequence[Future] = _NO_INPUTS  # the newest version of each future found
+        self.slots: Mapping[int, int] = _NO_SLOTS  # id(future as found) -> its index in inputs
+        self.waiting = 0  # inputs not known yet
+        self.payload: Any = None  # the pickled arguments (or why they could not be), made at the call
+        self.killed_on: tuple[str, ...] = ()  # workers that died running it
+        self.timeout: float | None = None  # seconds it may run (set by the pool)
+        self.sources: list | None = None  # its inputs as the pool sends them (bytes, or values kept on workers)
 
     @classmethod
     def make(cls, future: Future, fn: Callable[..., Any], args: tuple, kwargs: dict) -> "Task":
         """A task whose inputs are the newest versions of the futures in its arguments."""
         task = cls(future, fn, args, kwargs)
-        if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
-            return task  # no future can hide in plain numbers and strings
-        positions: dict[int, int] = {}  # id(input) -> its index in task.inputs
+        if not kwargs:
+            for arg in args:
+                if type(arg) not in PLAIN_TYPES:
+                    break
+            else:
+                return task  # no future can hide in plain numbers and strings
+        inputs: list[Future] = []
+        slots: dict[int, int] = {}
+        positions: dict[int, int] = {}  # id(input) -> its index in inputs
         for found in find_futures((args, kwargs)):
-            if id(found) in task.slots:
+            if id(found) in slots:
                 continue
             newest = latest(found)
             index = positions.get(id(newest))
             if index is None:
-                index = positions[id(newest)] = len(task.inputs)
-                task.inputs.append(newest)
-            task.slots[id(found)] = index
+                index = positions[id(newest)] = len(inputs)
+                inputs.append(newest)
+            slots[id(found)] = index
+        if inputs:
+            task.inputs, task.slots = inputs, slots
         return task
 
 
