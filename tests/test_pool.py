@@ -550,3 +550,30 @@ def test_keep_freed_memory_setting_is_checked(monkeypatch, value):
     monkeypatch.setenv("PYDRON_KEEP_FREED_MEMORY", value)
     with pytest.raises(ConfigError, match=r"^PYDRON_KEEP_FREED_MEMORY=.*: expected 0 or 1$"):
         Pool([local_python_spec()])
+
+
+def test_batches_go_as_one_pickle_unless_they_hold_a_large_byte_string():
+    import pickle
+
+    from pydron.remote import protocol, worker
+
+    small = [(1, 7, None, b"args", [b"input"]), (2, 7, None, b"args", [("here", 5)])]
+    assert pickle.loads(protocol.batch(small)) == small
+    for big in ([(1, 7, None, b"x" * 70_000, [])], [(1, 7, b"f" * 70_000, b"a", [])],
+                [(1, 7, None, b"a", [b"i" * 70_000])]):
+        assert protocol.batch(big) is big  # pickling would copy the large bytes once more
+    results = [(1, True, b"value", None, 0.0, 0.1)]
+    assert pickle.loads(worker._batch(results, 2)) == results
+    large = [(1, True, b"v" * 70_000, None, 0.0, 0.1)]
+    assert worker._batch(large, 2) is large
+
+
+@pydron.schedule
+def _sizes_of_large_arguments(size):
+    import dphelpers
+
+    return [dphelpers.size(bytes([i]) * size) for i in range(3)]
+
+
+def test_large_arguments_travel_in_unpickled_batches():
+    assert _sizes_of_large_arguments(70_000) == [70_000] * 3

@@ -12,6 +12,7 @@ import heapq
 import inspect
 import logging
 import os
+import pickle
 import secrets
 import sys
 import threading
@@ -343,7 +344,7 @@ class Pool(Backend):
         try:
             for update in _import_updates(worker):
                 worker.channel.send(update)
-            worker.channel.send(("run", messages))
+            worker.channel.send(("run", protocol.batch(messages)))
             self._flush_releases(worker)
             if worker.forget:  # after the batch: a task in it may still name one of them
                 forget, worker.forget = worker.forget, []
@@ -418,6 +419,8 @@ class Pool(Backend):
             return
         if kind != "done":
             return
+        if type(body) is bytes:  # a pickled batch (see protocol.py)
+            body = pickle.loads(body)
         finished = []
         lost_inputs = []
         now = time.perf_counter()

@@ -21,7 +21,7 @@ master -> worker
     ("ship", {"relative/path.py": source, ...})    modules the master imported since the
                                                    last shipment (remote workers)
     ("forget", [fn_key, ...])                      functions the master no longer caches
-    ("run", [TASK, ...])                           a batch of tasks
+    ("run", BATCH of TASK)                         a batch of tasks
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])
     fn_bytes is sent once per worker and function; later tasks name fn_key.
@@ -33,10 +33,14 @@ worker -> master
     ("ready", {"python": "3.11.7", "pid": int,     once, after init
                "tmp_dir": str or None,           (the directory of shipped files)
                "host": str, ...})                (the worker machine's hostname)
-    ("done", [RESULT, ...])                        a batch of results
+    ("done", BATCH of RESULT)                      a batch of results
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
     ("log", {"name":, "levelno":, "msg":, ...})     a task's log record at or above init's
                                                    "log_level", its message formatted
+  BATCH = the list pickled as one bytes object, or, when a byte string in it is
+    over BATCH_PICKLE_LIMIT (64 KiB, which pickling would copy), the list itself.
+    execnet's own serializer is written in Python and costs microseconds per
+    item: a pickled batch of trivial tasks or results costs a tenth of that.
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text, began, ended)
     A cancelled task's RESULT is (task_id, False, b"", None, began, ended); the
     master has already failed its future and ignores it.
@@ -71,6 +75,22 @@ class _ArgsPickler(cloudpickle.Pickler):
         if type(obj) is Future:
             return self._slots[id(obj)]
         return None
+
+
+# A batch whose byte strings are all smaller goes as one pickle (see BATCH above).
+BATCH_PICKLE_LIMIT = 64 * 1024
+
+
+def batch(tasks: list[tuple]) -> Any:
+    """A batch of TASKs as the master sends it: one pickle, or the list itself when
+    an argument or input is a large byte string."""
+    for task in tasks:
+        if len(task[3]) > BATCH_PICKLE_LIMIT or (task[2] is not None and len(task[2]) > BATCH_PICKLE_LIMIT):
+            return tasks
+        for data in task[4]:
+            if type(data) is bytes and len(data) > BATCH_PICKLE_LIMIT:
+                return tasks
+    return pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def dump_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> bytes:

@@ -87,6 +87,22 @@ def _result(task_id, value):
     return ("kept", task_id, size, type(value).__module__ + "." + type(value).__qualname__)
 
 
+# A batch whose byte strings are all smaller goes as one pickle (protocol.py has the
+# same limit; this module imports nothing of pydron).
+BATCH_PICKLE_LIMIT = 64 * 1024
+
+
+def _batch(items, field):
+    """A batch of results as one pickle (execnet's own serializer, in Python, costs
+    microseconds per item), or as the list itself when one holds a large byte string
+    that pickling would copy."""
+    for item in items:
+        data = item[field]
+        if type(data) is bytes and len(data) > BATCH_PICKLE_LIMIT:
+            return items
+    return pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+
+
 def _cheap_size(value):
     """The size of a value that exposes its buffer (bytes, numpy arrays), else None."""
     if type(value) in _PLAIN and type(value) not in (str, bytes):
@@ -458,6 +474,8 @@ def serve(channel):
             for key in body:
                 functions.pop(key, None)
             continue
+        if type(body) is bytes:  # a pickled batch (see protocol.py)
+            body = pickle.loads(body)
         results = []
         flushed = time.perf_counter()
         for task in body:
@@ -468,11 +486,11 @@ def serve(channel):
                 results.append((task[0], False, b"", None, began, time.perf_counter()))
             now = time.perf_counter()
             if now - flushed > FLUSH_SECONDS:
-                channel.send(("done", results))
+                channel.send(("done", _batch(results, 2)))
                 results = []
                 flushed = now
         if results:
-            channel.send(("done", results))
+            channel.send(("done", _batch(results, 2)))
         _allocator["last_task"], _allocator["dirty"] = time.monotonic(), True
 
 
