@@ -96,8 +96,12 @@ def batch(tasks: list[tuple]) -> Any:
 def dump_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> bytes:
     """Pickle a task's arguments; ``slots`` maps id(future) to its input index."""
     if not slots:
-        if not kwargs and all(type(arg) in PLAIN_TYPES for arg in args):
-            return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # ~10x faster
+        if not kwargs:
+            for arg in args:  # a loop, not all(genexpr): this runs once per call
+                if type(arg) not in PLAIN_TYPES:
+                    break
+            else:
+                return pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)  # ~10x faster
         return dump_value((args, kwargs))
     buffer = io.BytesIO()
     try:
