@@ -10,6 +10,7 @@ from typing import Any, Callable, TypeVar
 from pydron.observe import progress as _progress  # noqa: F401 - the progress line listens to runs
 from pydron.observe.events import EVENTS
 from pydron.remote.pool import get_pool
+from pydron.runtime import gcpolicy
 from pydron.runtime.future import FUTURES
 from pydron.runtime.graph import Graph, _inline_codes, current_graph, set_current_graph
 from pydron.runtime.resolve import resolve_deep
@@ -79,9 +80,11 @@ def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     _collect_stray_futures()
     _Stray.running += 1
     EVENTS.run_began()
+    gcpolicy.run_began()
     try:
         return _run_graph(rewritten, args, kwargs)
     finally:
+        gcpolicy.run_ended()
         EVENTS.run_ended()
         _Stray.running -= 1
         if not _Stray.running:
