@@ -65,6 +65,7 @@ class Tool:
 
     glue = None  # only sequential and pydron run the glue loop
     progress_off = progress_on = None  # pydron only: its progress line
+    trivial_seed = None  # pydron only: the seed's loop (the peers' idiom is row 2's)
 
 
 class Sequential(Tool):
@@ -158,6 +159,7 @@ class Pydron(Tool):
         self.first = pydron.schedule(w.first)
         self.cpu = pydron.schedule(w.cpu)
         self.trivial = pydron.schedule(w.trivial)
+        self.trivial_seed = pydron.schedule(w.trivial_seed)
         self.chains = pydron.schedule(w.chains)
         self.pipeline = pydron.schedule(w.pipeline)
         self.glue = pydron.schedule(w.glue)

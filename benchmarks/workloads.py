@@ -120,6 +120,14 @@ def trivial(count):
     return [inc(i) for i in range(count)]
 
 
+def trivial_seed(count):
+    """Workload 2 in the seed's own loop shape (a new list per step, as written)."""
+    out = []
+    for i in range(count):
+        out = out + [inc(i)]
+    return out
+
+
 def chains(count, length, n):
     results = []
     for c in range(count):

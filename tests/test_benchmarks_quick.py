@@ -20,7 +20,7 @@ RUN = os.path.join(ROOT, "benchmarks", "run.py")
 POOL_MEASURES = ["cpu", "trivial", "chains", "pipeline", "cold", "warm"]
 EXPECTED = {
     "sequential": ["cpu", "trivial", "chains", "pipeline", "glue"],
-    "pydron": POOL_MEASURES + ["glue", "progress_off", "progress_on"],
+    "pydron": POOL_MEASURES + ["glue", "progress_off", "progress_on", "trivial_seed"],
     "ProcessPoolExecutor": POOL_MEASURES,
     "multiprocessing.Pool": POOL_MEASURES,
     "joblib": POOL_MEASURES,
