@@ -3,19 +3,33 @@
 Every message is a tuple sent over an execnet channel:
 
 master -> worker
-    ("init", {"sys_path": [...], "label": str,   once, first
-              "control": CHANNEL})
-      CHANNEL is a second execnet channel that the worker reads in execnet's
-      receiving thread, so it is heard while a task runs:
-        ("cancel", [task_id, ...])   drop these tasks if they have not started;
-                                     the one running gets SIGUSR1, which raises
-                                     in it (the master kills the worker if it
-                                     has not stopped within CANCEL_GRACE)
-      non-local workers (ssh, ...) also get "ship": {"tmp_dir": str or None,
-      "files": {"cloudpickle/__init__.py": source, ...}} (cloudpickle and the
-      user's modules the master imported); the worker writes them into a
-      fresh directory under tmp_dir, imports from there and removes it when
-      it ends
+    ("init", {...})                                once, first; its fields:
+      "sys_path", "chdir", "parent_pid"   local workers: the master's sys.path entries and
+                                          working directory; the worker ends when that pid goes
+      "label"                             the worker's name in messages
+      "control": CHANNEL                  a second execnet channel that the worker reads in
+                                          execnet's receiving thread, so it is heard while a
+                                          task runs:
+        ("cancel", [task_id, ...])          drop these tasks if they have not started; the one
+                                            running gets SIGUSR1, which raises in it (the master
+                                            kills the worker if it has not stopped within
+                                            CANCEL_GRACE)
+        ("release", [key, ...])             values kept here that the program dropped
+      "dataplane": source, "secret": bytes, "data": {"host":, "ports": [...]} or None
+                                          dataplane.py's source, the pool's secret, and where
+                                          to serve kept values (None: no server; every result
+                                          goes back inline)
+      "inline_limit": int                 a result up to this many bytes goes back inline;
+                                          a larger one is kept here
+      "keep_freed_memory": bool           glibc keeps freed memory for the next task
+      "preload": [module, ...]            imported in the background once ready
+      "log_level", "log_configured"       which log records go back, and whether the master
+                                          has logging configured
+      "ship": {"tmp_dir": str or None, "files": {"cloudpickle/__init__.py": source, ...}}
+                                          non-local workers (ssh, ...): cloudpickle and the
+                                          user's modules the master imported; the worker writes
+                                          them into a fresh directory under tmp_dir, imports
+                                          from there and removes it when it ends
     ("path", [...])                                the master's sys.path changed (local
                                                    workers): add the new entries
     ("ship", {"relative/path.py": source, ...})    modules the master imported since the
@@ -23,16 +37,20 @@ master -> worker
     ("forget", [fn_key, ...])                      functions the master no longer caches
     ("run", BATCH of TASK)                         a batch of tasks
     ("stop", None)                                 finish and exit
-  TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [input_bytes, ...])
+  TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [INPUT, ...])
     fn_bytes is sent once per worker and function; later tasks name fn_key.
     args_bytes pickles ``(args, kwargs)``; each future inside it is a
-    persistent id: an index into the input list, whose bytes are the
-    pickled results of the tasks it depends on.
+    persistent id: an index into the input list.
+  INPUT = the pickled result of a task it depends on, or ("here", key) for a
+    value this worker keeps, or ("peer", key, (host, port)) for one another
+    worker keeps (fetched over the data plane, dataplane.py)
 
 worker -> master
     ("ready", {"python": "3.11.7", "pid": int,     once, after init
                "tmp_dir": str or None,           (the directory of shipped files)
-               "host": str, ...})                (the worker machine's hostname)
+               "data_port": int or None,         (where it serves kept values)
+               "host": str})                     (the worker machine's hostname)
+    ("failed", text)                               instead of "ready": e.g. no data port free
     ("done", BATCH of RESULT)                      a batch of results
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
     ("log", {"name":, "levelno":, "msg":, ...})     a task's log record at or above init's
@@ -42,6 +60,9 @@ worker -> master
     execnet's own serializer is written in Python and costs microseconds per
     item: a pickled batch of trivial tasks or results costs a tenth of that.
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text, began, ended)
+    A result over init's "inline_limit" stays on the worker: value_bytes is
+    then ("kept", key, size, type_name). A task whose INPUT could not be had
+    fails with ("lost", key, (host, port)): the master makes it again.
     A cancelled task's RESULT is (task_id, False, b"", None, began, ended); the
     master has already failed its future and ignores it.
     began/ended: the worker's time.perf_counter() around the task (unpickling
