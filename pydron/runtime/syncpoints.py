@@ -103,7 +103,8 @@ def _twin(fn: types.FunctionType, journaled: bool = False) -> Any:
     """
     cache = _journaled_twins if journaled else _twins
     twin = cache.get(fn)
-    if twin is not None and twin.__defaults__ is fn.__defaults__:
+    if (twin is not None and twin.__defaults__ is fn.__defaults__
+            and twin.__kwdefaults__ is fn.__kwdefaults__):
         return twin
     code = _twin_codes[id(fn.__code__)]
     if journaled:
@@ -132,13 +133,17 @@ class CallSite:
     call still goes through ``gate`` whenever futures exist.
     """
 
-    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled")
+    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled", "dplain", "dtwin")
 
     def __init__(self, cacheable: bool, journaled: bool = False) -> None:
         self.fast: Any = _NOTHING
         # The nested function last called here, and its twin (called instead).
         self.plain: Any = _NOTHING
         self.twin: Any = None
+        # The same for a nested function with defaults, which can be reassigned:
+        # ``route`` hands out the twin while the defaults are still the twin's.
+        self.dplain: Any = _NOTHING
+        self.dtwin: Any = None
         self.filled = False  # in _FILLED_SITES
         # False where an argument is a generator expression or a function made
         # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
@@ -152,14 +157,22 @@ class CallSite:
         graph = _threads.graph
         if graph is None:
             return fn
+        if fn is self.dplain:
+            twin = self.dtwin
+            if twin.__defaults__ is fn.__defaults__ and twin.__kwdefaults__ is fn.__kwdefaults__:
+                return twin
         routed = _route(graph, fn, protected=False, journaled=self.journaled)
         if self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
             self.fast = fn
             self._filled()
-        elif (type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes
-              and fn.__defaults__ is None and fn.__kwdefaults__ is None):
-            self.plain, self.twin = fn, routed  # defaults can be reassigned: only without them
-            self._filled()
+        elif type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes:
+            if fn.__defaults__ is None and fn.__kwdefaults__ is None:
+                self.plain, self.twin = fn, routed  # the rewritten code tests ``plain`` itself
+                self._filled()
+            elif (type(routed) is types.FunctionType and routed.__defaults__ is fn.__defaults__
+                  and routed.__kwdefaults__ is fn.__kwdefaults__):
+                self.dplain, self.dtwin = fn, routed  # defaults can be reassigned: tested here
+                self._filled()
         return routed
 
     def _filled(self) -> None:
@@ -168,8 +181,8 @@ class CallSite:
             _FILLED_SITES.append(self)
 
     def forget(self) -> None:
-        self.fast = self.plain = _NOTHING
-        self.twin = None
+        self.fast = self.plain = self.dplain = _NOTHING
+        self.twin = self.dtwin = None
         self.filled = False
 
 
@@ -195,8 +208,8 @@ class MethodSite(CallSite):
 
     __slots__ = ("rtype", "name")
 
-    def __init__(self, cacheable: bool, name: str) -> None:
-        super().__init__(cacheable)
+    def __init__(self, cacheable: bool, name: str, journaled: bool = False) -> None:
+        super().__init__(cacheable, journaled)
         self.rtype: Any = _NOTHING
         self.name = name
 
@@ -204,12 +217,18 @@ class MethodSite(CallSite):
         graph = _threads.graph
         if graph is None:
             return fn
-        routed = _route(graph, fn, protected=False)
+        routed = _route(graph, fn, protected=False, journaled=self.journaled)
         if self.cacheable and _plain_to_call(fn, routed):
             receiver = getattr(fn, "__self__", None)
             kind = type(receiver)
             if (kind is not types.ModuleType and receiver is not None and _static_type(kind)
-                    and _method_descriptor(getattr(kind, self.name, None))):
+                    and _method_descriptor(getattr(kind, self.name, None))
+                    and not (self.journaled and kind in _LOCAL_METHOD_TYPES
+                             and self.name not in journal.READ_ONLY)):
+                # In journaled code (generators, try/with blocks whose calls
+                # overlap) a method that changes a local container must be
+                # recorded: only the receiver types and methods that never
+                # need a record skip ``route``.
                 self.rtype = kind
         return routed
 

@@ -368,12 +368,12 @@ def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
             route, *_helper_on_top(site.route, spec, location), skip]
 
 
-def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> tuple[set[int], set[int]]:
-    """The routed calls whose callable comes only from method loads outside try/with
-    blocks (and those loads): they keep the interpreter's method layout."""
+def _method_layout(items: list[Any], plan: Plan, spec: Spec311) -> tuple[set[int], set[int]]:
+    """The routed calls whose callable comes only from method loads outside
+    one-at-a-time try/with blocks (and those loads): they keep the
+    interpreter's method layout."""
     loads = {index for (index, _), protected in plan.wraps.items()
-             if not protected and spec.is_method_load(items[index])
-             and not generator and index not in plan.overlap.items}
+             if not protected and spec.is_method_load(items[index])}
     while True:
         calls: set[int] = set()
         mixed: set[int] = set()
@@ -388,12 +388,13 @@ def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool)
         loads -= mixed
 
 
-def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool) -> list[Instr]:
+def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool,
+                 journaled: bool = False) -> list[Instr]:
     """``receiver.name``, to be called: the interpreter's own method load when the
     receiver's type is one the site found plain, else the routed bound attribute
     under ``operator.call`` (the same two stack slots either way)."""
     name = load.arg if isinstance(load.arg, str) else load.arg[1]
-    site = sp.MethodSite(cacheable, name)
+    site = sp.MethodSite(cacheable, name, journaled)
     slow, join = Label(), Label()
     return [Instr("COPY", 1, location=location), *_helper_on_top(type, spec, location),
             Instr("LOAD_CONST", site, location=location), spec.load_attr("rtype", location),
@@ -499,7 +500,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         call_starts[start] = call
         joins[call] = Label()
     flow_consumers = plan.flow_consumers
-    method_calls, method_loads = _method_layout(items, plan, spec, generator or journal_all)
+    method_calls, method_loads = _method_layout(items, plan, spec)
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
@@ -570,7 +571,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                         Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, skip, location=location),
                         *wrap, skip]
             if index in method_loads:
-                out.extend(_method_site(item, spec, location, site.cacheable))
+                out.extend(_method_site(item, spec, location, site.cacheable, journaled))
             elif spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
             elif item.name == "LOAD_GLOBAL" and item.arg[0]:

@@ -1,0 +1,215 @@
+"""The glue fast paths of issue 12 keep the contract (differential tests).
+
+Each fast path skips the runtime where it can prove the plain instruction
+does the same: these cases make the proof's assumptions fail at run time (a
+receiver or callable that changes type mid-loop, a functional call in the
+arguments of a method call on a local list, defaults reassigned, futures in
+local containers, try/with blocks whose calls overlap) and compare the plain
+run with the scheduled one.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import pydron
+from difftest import assert_equivalent
+from dhelpers import LOG, Calc, double, fail_on, inc, log
+from pydron.functional import functional
+
+
+class Appender:
+    """Not a list, but with list-like method names: every call is a side effect."""
+
+    def __init__(self):
+        self.items = []
+
+    def append(self, x):
+        log("Appender.append", x)
+        self.items.append(x)
+
+    def get(self, key, default=None):
+        log("Appender.get", key)
+        return default
+
+    def __eq__(self, other):
+        return type(other) is Appender and other.items == self.items
+
+    def __repr__(self):
+        return f"Appender({self.items!r})"
+
+
+class Where:
+    """A functional method: it runs on a worker, so its pid is not the master's."""
+
+    @functional
+    def pid(self, x):
+        return os.getpid(), x
+
+
+def consume(gen):
+    items = []
+    try:
+        for item in gen:
+            items.append(item)
+    except Exception as exc:  # noqa: BLE001 - compared
+        return items, (type(exc), str(exc)), list(LOG)
+    return items, None, list(LOG)
+
+
+def assert_same_generator(fn, *args):
+    LOG.clear()
+    plain = consume(fn(*args))
+    LOG.clear()
+    scheduled = consume(pydron.schedule(fn)(*args))
+    assert scheduled == plain
+    for item in scheduled[0]:
+        assert "Future" not in type(item).__name__
+
+
+# -- method calls in generators (journaled code) --------------------------------
+
+
+def gen_method_receiver_changes_type(n):
+    out = []
+    other = Appender()
+    d = {}
+    for i in range(n):
+        target = out if i % 3 else other  # list, then an object, then a list again
+        target.append(inc(i))
+        d[i] = double(i)
+        yield d.get(i), len(out), target.get(i - 1)
+
+
+def gen_method_on_local_list_with_functional_args(n):
+    out = []
+    for i in range(n):
+        out.append(double(inc(i)))  # futures into a local list, then read back
+        out.append(out.count(out[-1]))
+        yield out[-2]
+    yield out
+
+
+def gen_method_mutation_in_overlapping_try(n):
+    out = []
+    seen = {}
+    for i in range(n):
+        try:
+            a = fail_on(i, 2)
+            out.append(a)
+            seen.setdefault(i, inc(i))
+            yield seen.get(i), len(out)
+        except ValueError as exc:
+            yield "caught", str(exc), list(out), dict(seen)
+
+
+def gen_read_only_method_on_local_then_mutation(n):
+    items = {}
+    for i in range(n):
+        got = items.get(i % 2)  # read-only: skips route once the type is known
+        items.update({i % 2: inc(i)})  # mutating: always routed in a generator
+        yield got, sorted(items.items())
+
+
+def gen_str_methods(words):
+    for w in words:
+        yield w.upper(), ",".join([w, w]), w.split("a")
+
+
+@pytest.mark.parametrize("fn,args", [
+    (gen_method_receiver_changes_type, (7,)),
+    (gen_method_on_local_list_with_functional_args, (5,)),
+    (gen_method_mutation_in_overlapping_try, (4,)),
+    (gen_read_only_method_on_local_then_mutation, (5,)),
+    (gen_str_methods, (["banana", "kiwi", "papaya"],)),
+])
+def test_generator_method_calls_match_plain(fn, args):
+    assert_same_generator(fn, *args)
+
+
+def gen_functional_method(n):
+    where = Where()
+    for i in range(n):
+        yield where.pid(i)  # the same site, called again: still a task every time
+
+
+def test_functional_method_in_generator_is_still_a_task():
+    got = list(pydron.schedule(gen_functional_method)(4))
+    assert [x for _, x in got] == [0, 1, 2, 3]
+    assert all(pid != os.getpid() for pid, _ in got)
+
+
+def method_in_overlapping_try(xs):
+    out = []
+    stats = {}
+    try:
+        for x in xs:
+            out.append(fail_on(x, 3))
+            stats.setdefault("n", 0)
+            stats.update(n=stats.get("n") + 1)
+    except ValueError as exc:
+        log("caught", str(exc), len(out), stats.get("n"))
+    return out, stats
+
+
+def test_method_calls_in_overlapping_try_match_plain():
+    assert_equivalent(method_in_overlapping_try, [1, 2, 3, 4])
+    assert_equivalent(method_in_overlapping_try, [1, 2, 5])
+
+
+# -- nested functions with defaults: their twin is cached per site ------------------
+
+
+def nested_defaults_reassigned(n):
+    def scaled(x, k=2, *, off=0):
+        return double(x) * k + off
+
+    out = []
+    for i in range(n):
+        out.append(scaled(i))
+        if i == 2:
+            scaled.__defaults__ = (10,)  # the cached twin must not keep the old ones
+        if i == 4:
+            scaled.__kwdefaults__ = {"off": 1}
+    return out
+
+
+def nested_defaults_new_function_each_time(n):
+    out = []
+    for i in range(n):
+        def add_i(x, i=i):  # a new function (and defaults) every iteration
+            return inc(x) + i
+        out.append(add_i(i))
+    return out
+
+
+def gen_nested_defaults(n):
+    def fmt(x, _repr=repr, sep=":"):
+        return sep + _repr(x)
+
+    for i in range(n):
+        yield fmt(inc(i))
+        if i == 1:
+            fmt.__defaults__ = (str, "=")
+
+
+@pytest.mark.parametrize("fn,args", [
+    (nested_defaults_reassigned, (7,)),
+    (nested_defaults_new_function_each_time, (4,)),
+])
+def test_nested_function_defaults_match_plain(fn, args):
+    assert_equivalent(fn, *args)
+
+
+def test_nested_function_defaults_in_generator_match_plain():
+    assert_same_generator(gen_nested_defaults, 4)
+
+
+def calls_functional_method_repeatedly(n):
+    c = Calc(3)
+    return [c.scale(i) for i in range(n)] + [Calc(i).scale(2) for i in range(n)]
+
+
+def test_functional_methods_match_plain():
+    assert_equivalent(calls_functional_method_repeatedly, 4)
