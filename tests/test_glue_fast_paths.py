@@ -213,3 +213,172 @@ def calls_functional_method_repeatedly(n):
 
 def test_functional_methods_match_plain():
     assert_equivalent(calls_functional_method_repeatedly, 4)
+
+
+# -- in-place operators outside journaled code: the plain operator without futures --
+
+
+class Bag:
+    """A non-local object whose ``+=`` keeps what it is given."""
+
+    def __init__(self):
+        self.parts = []
+
+    def __iadd__(self, other):
+        self.parts.append(other)  # keeps the operand itself: a local list escapes here
+        log("Bag +=", other)
+        return self
+
+    def __eq__(self, other):
+        return type(other) is Bag and other.parts == self.parts
+
+    def __repr__(self):
+        return f"Bag({self.parts!r})"
+
+
+def inplace_target_changes_type(n):
+    acc = 0
+    for i in range(n):
+        if i == 2:
+            acc = [acc]  # an int, then a local list
+        if i == 4:
+            acc = tuple(acc)  # then a tuple
+        acc += [i] if type(acc) is not int else i
+    return acc
+
+
+def inplace_with_functional_operands(n):
+    total = 0
+    parts = []
+    text = ""
+    for i in range(n):
+        total += inc(i)  # a future operand: deferred
+        parts += [double(i)]  # a local list grows with futures
+        text += str(i)
+        if i == 2:
+            total += 100  # a future target
+    return total, parts, text
+
+
+def inplace_hands_local_list_to_object(n):
+    bag = Bag()
+    mine = []
+    for i in range(n):
+        mine.append(i)
+    bag += mine  # ``mine`` escapes into ``bag`` (no future exists yet)
+    for i in range(n):
+        mine.append(inc(i))  # a sync point now: the bag sees resolved values
+    log("bag", bag.parts)
+    return bag
+
+
+def inplace_local_list_with_future_operand(n):
+    out = []
+    for i in range(n):
+        out += [inc(i)]
+        out += (double(i),)
+    return out
+
+
+# -- method calls on a local list, dict or set: no receiver test ------------------------
+
+
+class Keeper:
+    """Non-functional: keeps what it is handed (the container escapes)."""
+
+    def __init__(self):
+        self.kept = []
+
+    def hold(self, x):
+        self.kept.append(x)
+
+    def show(self):
+        # The types too: a future that leaked into a kept list would show here.
+        log("kept", self.kept, [[type(x).__name__ for x in c] for c in self.kept])
+
+
+def typed_receiver_escapes_then_gets_futures(n):
+    out = []
+    keeper = Keeper()
+    keeper.hold(out)  # escapes while no future exists
+    for i in range(n):
+        out.append(inc(i))  # a sync point: the keeper must never see a future
+        keeper.show()
+    return out
+
+
+def typed_receiver_rebuilt_in_loop(n):
+    rows = []
+    for i in range(n):
+        row = []
+        for j in range(i + 1):
+            row.append(inc(j) if j % 2 else j)
+        row.extend([double(i)])
+        rows.append(row)
+    seen = {}
+    for i in range(n):
+        seen.setdefault(i % 2, []).append(i)
+        seen.update({10 + i: inc(i)})
+    return rows, seen, [r.count(0) for r in rows], seen.get(1), sorted(seen.keys())
+
+
+def typed_receiver_after_prune_and_escape(n):
+    for i in range(n):
+        tmp = [i]  # local containers that die at once (forgotten by the graph)
+        tmp.append(i)
+    out = []
+    keeper = Keeper()
+    keeper.hold(out)
+    for i in range(n):
+        out.append(double(i))
+    keeper.show()
+    return out, tmp
+
+
+def typed_receiver_functional_call_in_method_args(n):
+    out = []
+    s = set()
+    for i in range(n):
+        out.append(double(inc(i)))  # futures in the arguments of a local list's method
+        out.insert(0, inc(i))
+        s.add(i)
+        s.discard(i - 2)
+    out.pop()
+    log("len", len(out), sorted(s))
+    return out, s, out.index(out[0])
+
+
+def typed_receiver_wrong_method(n):
+    out = []
+    for i in range(n):
+        out.append(i)
+    try:
+        out.setdefault(1, 2)  # a list has no setdefault: the same AttributeError
+    except AttributeError as exc:
+        log("error", str(exc))
+    return out
+
+
+@pytest.mark.parametrize("fn,args", [
+    (inplace_target_changes_type, (6,)),
+    (inplace_with_functional_operands, (4,)),
+    (inplace_hands_local_list_to_object, (3,)),
+    (inplace_local_list_with_future_operand, (4,)),
+    (typed_receiver_escapes_then_gets_futures, (4,)),
+    (typed_receiver_rebuilt_in_loop, (4,)),
+    (typed_receiver_after_prune_and_escape, (5,)),
+    (typed_receiver_functional_call_in_method_args, (5,)),
+    (typed_receiver_wrong_method, (3,)),
+])
+def test_glue_fast_paths_match_plain(fn, args):
+    assert_equivalent(fn, *args)
+
+
+def test_local_containers_counted_per_graph():
+    """FUTURES.locals counts graphs holding local containers: back to 0 after a run."""
+    from pydron.runtime.future import FUTURES
+
+    before = FUTURES.locals
+    pydron.schedule(typed_receiver_rebuilt_in_loop)(3)
+    pydron.schedule(typed_receiver_escapes_then_gets_futures)(2)
+    assert FUTURES.locals == before

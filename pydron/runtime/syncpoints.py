@@ -505,7 +505,7 @@ def _call_sync(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any
 
 def local(container: Any) -> Any:
     """A container the schedule function just built: local until it escapes."""
-    graph = current_graph()
+    graph = _threads.graph
     if graph is not None and type(container) in _LOCAL_METHOD_TYPES:
         graph.add_local(container)
     return container

@@ -30,7 +30,7 @@ from pydron.runtime import purity
 from pydron.runtime.future import FUTURES, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
-from pydron.tracer.natives import find_natives
+from pydron.tracer.natives import find_natives, typed_locals, typed_receiver
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
@@ -71,6 +71,10 @@ class Plan:
     escaping_calls: set[int] = field(default_factory=set)
     escaping_stores: set[int] = field(default_factory=set)
     holder_builds: set[int] = field(default_factory=set)  # temporary containers holding one
+    # Method loads whose receiver is always a list, dict or set the code built
+    # itself (natives.typed_locals) -> its type: outside journaled code their
+    # site would only ever find that type plain, so no test is emitted.
+    typed_receivers: dict[int, type] = field(default_factory=dict)
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -106,6 +110,7 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
             f"{code.co_qualname}: {exc}") from None
     plan = analyse(items, flow, spec, code_kind(code))
     _plan_natives(code, items, flow, spec, plan, namespace)
+    _plan_typed_receivers(code, items, flow, spec, plan)
     new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace, journal_all)
     bc.clear()
     bc.extend(new_items)
@@ -240,7 +245,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     plan.call_producers = dict(calls)
     found = maybe_local(items, flow, spec, plan.local_builds)
     plan.escaping_calls = escaping_calls(items, flow, spec, calls, found)
-    plan.escaping_stores = escaping_stores(items, flow, found)
+    plan.escaping_stores = escaping_stores(items, flow, found, spec)
     plan.holder_builds = {index for index, output in found
                           if isinstance(items[index], Instr) and items[index].name in BUILDS
                           and index not in plan.local_builds}
@@ -271,6 +276,27 @@ def _plan_natives(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec
     for index in natives.guards:
         where = f"{code.co_qualname} ({code.co_filename}, line {items[index].location.lineno})"
         plan.range_guards[index] = sp.rebound_builtin("range", where)
+
+
+def _plan_typed_receivers(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec311,
+                          plan: Plan) -> None:
+    """Method calls on a local list, dict or set (``out.append(x)``) that need no
+    receiver test: the method is one that ``route`` hands back as it is for a
+    local container, and a plain one for any other container of that type."""
+    typed = None
+    for (index, _), protected in plan.wraps.items():
+        item = items[index]
+        if protected or not spec.is_method_load(item):
+            continue
+        if typed is None:
+            typed = typed_locals(items, flow, code)
+            if not typed:
+                return
+        kind = typed_receiver(items, flow, index, typed)
+        name = item.arg if isinstance(item.arg, str) else item.arg[1]
+        if (kind is not None and name in sp._NATIVE_LOCAL_METHODS
+                and sp._method_descriptor(getattr(kind, name, None))):
+            plan.typed_receivers[index] = kind
 
 
 def _producer_ok(items: list[Any], producer: tuple, spec: Spec311, plan: Plan) -> bool:
@@ -570,7 +596,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", native, location=location),
                         Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, skip, location=location),
                         *wrap, skip]
-            if index in method_loads:
+            if index in method_loads and index in plan.typed_receivers and not journaled:
+                out.append(item)  # the interpreter's own method load (see Plan.typed_receivers)
+            elif index in method_loads:
                 out.extend(_method_site(item, spec, location, site.cacheable, journaled))
             elif spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
@@ -598,7 +626,12 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         else:
             rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled,
                                    journal_all=journal_all)
-            if (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
+            if spec.is_inplace(item) and not journaled:
+                # Without futures (and, where the operand may be a local
+                # container, without one) the helper does what the operator does.
+                plain = Instr(item.name, item.arg, location=location)
+                out.extend(_if_futures(rewritten, [plain], spec, location, index in plan.escaping_stores))
+            elif (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
                     and rewritten != [item]:
                 escaping = index in plan.escaping_stores
                 if rewritten[-1] is item:  # a helper on the value, then the instruction itself
