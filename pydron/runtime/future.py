@@ -35,8 +35,11 @@ class _LiveCount:
 
     def __init__(self) -> None:
         self.live = 0
-        # Containers local to a running schedule function (all graphs): where
-        # one may be handed over, the runtime must see it (tracer/escapes.py).
+        # Graphs (running schedule calls) that hold containers local to their
+        # schedule function: where one may be handed over, the runtime must
+        # see it (tracer/escapes.py). Counted when a graph's set of local
+        # containers becomes non-empty or empty, so that recording one more
+        # (every ``[]`` a schedule function stores) takes no lock.
         self.locals = 0
 
 
