@@ -382,3 +382,167 @@ def test_local_containers_counted_per_graph():
     pydron.schedule(typed_receiver_rebuilt_in_loop)(3)
     pydron.schedule(typed_receiver_escapes_then_gets_futures)(2)
     assert FUTURES.locals == before
+
+
+# -- ``yield from``: a rewritten generator's values are not checked twice ----------------
+
+
+def plain_sub():
+    try:
+        yield 1
+        yield 2
+    except KeyError:
+        log("sub caught")
+        return "sub-returned"
+    return "sub-done"
+
+
+def gen_throw_into_plain_sub():
+    r = yield from plain_sub()
+    yield ("after", r)
+    yield "end"
+
+
+def gen_throw_into_rewritten_sub():
+    def sub():
+        try:
+            yield inc(0)
+            yield inc(1)
+        except KeyError:
+            log("sub caught")
+            return double(21)
+        return "sub-done"
+
+    r = yield from sub()
+    yield ("after", r)
+    yield "end"
+
+
+def drive_with_throw(gen):
+    out = [next(gen)]
+    try:
+        out.append(gen.throw(KeyError("x")))
+        out.extend(gen)
+    except Exception as exc:  # noqa: BLE001 - compared
+        out.append((type(exc).__name__, str(exc)))
+    return out, list(LOG)
+
+
+@pytest.mark.parametrize("fn", [gen_throw_into_plain_sub, gen_throw_into_rewritten_sub])
+def test_throw_into_yield_from_matches_plain(fn):
+    LOG.clear()
+    plain = drive_with_throw(fn())
+    LOG.clear()
+    scheduled = drive_with_throw(pydron.schedule(fn)())
+    assert scheduled == plain
+
+
+def gen_yield_from_local_list_of_futures(n):
+    out = [inc(i) for i in range(n)]
+    out.append(double(n))
+    yield from out  # not a generator: every value is checked (and resolved)
+    yield from zip(out, [double(i) for i in range(n)])
+    yield from map(inc, range(n))  # a functional map: tasks, resolved as they are yielded
+
+
+def gen_yield_from_rewritten_subgenerators(n):
+    def leaf(k):
+        for i in range(k):
+            yield inc(i)
+        return double(k)
+
+    def middle(k):
+        got = yield from leaf(k)
+        yield [got, inc(got)]
+        return (yield from leaf(k - 1))
+
+    last = yield from middle(n)
+    yield last
+
+
+def gen_yield_from_other_iterables(n):
+    yield from range(n)
+    yield from plain_sub()
+    yield from (inc(i) for i in range(n))
+    yield from "ab"
+
+
+@pytest.mark.parametrize("fn,args", [
+    (gen_yield_from_local_list_of_futures, (3,)),
+    (gen_yield_from_rewritten_subgenerators, (3,)),
+    (gen_yield_from_other_iterables, (3,)),
+])
+def test_yield_from_matches_plain(fn, args):
+    assert_same_generator(fn, *args)
+
+
+def gen_send_into_yield_from(n):
+    def sub():
+        total = 0
+        while True:
+            got = yield total
+            if got is None:
+                return total
+            total += inc(got)
+
+    result = yield from sub()
+    yield ("sub returned", result)
+    yield from [inc(i) for i in range(n)]
+
+
+def drive_with_send(gen):
+    out = [next(gen)]
+    try:
+        for value in (1, 2, 3):
+            out.append(gen.send(value))
+        out.append(gen.send(None))
+        out.append(next(gen))
+        out.append(gen.send("not None"))  # into a list iterator: AttributeError
+    except Exception as exc:  # noqa: BLE001 - compared
+        out.append((type(exc).__name__, str(exc)))
+    return out
+
+
+def test_send_into_yield_from_matches_plain():
+    plain = drive_with_send(gen_send_into_yield_from(3))
+    scheduled = drive_with_send(pydron.schedule(gen_send_into_yield_from)(3))
+    assert scheduled == plain
+
+
+def gen_close_while_delegating():
+    def sub():
+        try:
+            yield inc(1)
+            yield inc(2)
+        finally:
+            log("sub closed")
+
+    try:
+        yield from sub()
+    finally:
+        log("outer closed")
+
+
+def test_close_while_delegating_matches_plain():
+    for fn in (gen_close_while_delegating, pydron.schedule(gen_close_while_delegating)):
+        LOG.clear()
+        gen = fn()
+        first = next(gen)
+        gen.close()
+        assert (first, list(LOG)) == (2, [("sub closed",), ("outer closed",)])
+
+
+def sum_over_delegating_genexpr(n):
+    def leaf(k):
+        for i in range(k):
+            yield inc(i)
+
+    def chain(k):
+        yield from leaf(k)
+        yield from leaf(k + 1)
+
+    return sum(x for x in chain(n)), sum(chain(n)), max(x * 2 for x in chain(n))
+
+
+def test_pure_builtin_over_delegating_generators_matches_plain():
+    assert_equivalent(sum_over_delegating_genexpr, 4)

@@ -600,6 +600,12 @@ def resolve(value: Any) -> Any:
     return resolve_deep(value, graph.local if graph is not None else None)
 
 
+def forwards_resolved(iterator: Any) -> bool:
+    """True if what ``yield from iterator`` hands through is resolved already: a
+    generator running rewritten code resolves its own yields (``resolve_yield``)."""
+    return type(iterator) is types.GeneratorType and id(iterator.gi_code) in _inline_codes
+
+
 def resolve_yield(value: Any) -> Any:
     """A yielded value: concrete, unless a pure built-in is collecting a generator expression."""
     graph = current_graph()

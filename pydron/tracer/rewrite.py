@@ -112,6 +112,8 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
     _plan_natives(code, items, flow, spec, plan, namespace)
     _plan_typed_receivers(code, items, flow, spec, plan)
     new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace, journal_all)
+    if code_kind(code) == "generator":
+        new_items = _unchecked_yield_from(new_items, _yield_from_loops(items), spec)
     bc.clear()
     bc.extend(new_items)
     try:
@@ -634,7 +636,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             elif (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
                     and rewritten != [item]:
                 escaping = index in plan.escaping_stores
-                if rewritten[-1] is item:  # a helper on the value, then the instruction itself
+                send = items[index - 1] if item.name == "YIELD_VALUE" and index else None
+                if isinstance(send, Instr) and send.name == "SEND" and spec.send_lookback(send):
+                    # ``yield from``: 3.11 wants a SEND right before the YIELD_VALUE
+                    plain = Label()
+                    out.extend([*_unless_runtime_needed(plain, spec, location, escaping), *rewritten[:-1],
+                                Instr("JUMP_FORWARD", plain, location=location),
+                                *spec.send_lookback(send), plain, item])
+                elif rewritten[-1] is item:  # a helper on the value, then the instruction itself
                     out.extend(_if_futures(rewritten[:-1], [], spec, location, escaping))
                     out.append(item)
                 else:
@@ -653,6 +662,108 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
     return out
+
+
+# -- ``yield from`` a rewritten generator ---------------------------------------------
+_YIELD_FROM_LOOP = ("SEND", "YIELD_VALUE", "RESUME", "JUMP_BACKWARD_NO_INTERRUPT")
+
+
+def _yield_from_loops(items: list[Any]) -> dict[int, list[Any]]:
+    """id(loop label) -> the original items of each ``yield from`` loop, from its
+    label to its ``JUMP_BACKWARD_NO_INTERRUPT``: ``SEND``, ``YIELD_VALUE``,
+    ``RESUME`` and exception-table boundaries only."""
+    loops: dict[int, list[Any]] = {}
+    for index, item in enumerate(items):
+        if not (isinstance(item, Instr) and item.name == "SEND" and index > 0
+                and isinstance(items[index - 1], Label)):
+            continue
+        label = items[index - 1]
+        for end in range(index + 1, min(index + 12, len(items))):
+            other = items[end]
+            if isinstance(other, (TryBegin, TryEnd)):
+                continue
+            if not isinstance(other, Instr) or other.name not in _YIELD_FROM_LOOP:
+                break
+            if other.name == "JUMP_BACKWARD_NO_INTERRUPT":
+                region = items[index - 1:end + 1]
+                names = [i.name for i in region if isinstance(i, Instr)]
+                if other.arg is label and names == list(_YIELD_FROM_LOOP):
+                    loops[id(label)] = region
+                break
+    return loops
+
+
+def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spec311) -> list[Any]:
+    """Give each ``yield from`` loop a copy without the check of the yielded value.
+
+    A generator whose code the tracer rewrote resolves what it yields itself
+    (``resolve_yield``), so the values it hands through ``yield from`` need no
+    second look: ``sp.forwards_resolved`` picks the copy for such a generator
+    once per ``yield from``; any other iterable (a local list holding futures,
+    say) runs the original loop, which checks each value. The copy's
+    exception-table entries are copies of the original's; the entry open
+    where the copy is put is ended before it and reopened after it.
+    """
+    if not loops:
+        return out
+    result: list[Any] = []
+    open_entries: list[TryBegin] = []
+    replaced: dict[int, TryBegin] = {}
+
+    def current(entry: TryBegin) -> TryBegin:
+        while id(entry) in replaced:
+            entry = replaced[id(entry)]
+        return entry
+
+    def copy_of(entry: TryBegin) -> TryBegin:
+        return TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
+
+    for item in out:
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd):
+            entry = current(item.entry)
+            if entry in open_entries:
+                open_entries.remove(entry)
+            if entry is not item.entry:
+                item = TryEnd(entry)
+        elif isinstance(item, Label) and id(item) in loops and len(open_entries) <= 1:
+            region = loops[id(item)]
+            send = region[1]
+            location = send.location
+            # [iterator, value to send]: the copy for a rewritten generator
+            result += [Instr("COPY", 2, location=location),
+                       *_helper_on_top(sp.forwards_resolved, spec, location),
+                       Instr(spec.jump_if_false, item, location=location)]
+            outer = open_entries[0] if open_entries else None
+            active = None
+            if outer is not None:
+                result.append(TryEnd(outer))
+                active = copy_of(outer)
+                result.append(active)
+            start = Label()
+            result.append(start)
+            for piece in region[1:]:
+                if isinstance(piece, TryBegin):
+                    active = copy_of(piece)
+                    result.append(active)
+                elif isinstance(piece, TryEnd):
+                    if active is not None:
+                        result.append(TryEnd(active))
+                    active = None
+                elif piece.name == "JUMP_BACKWARD_NO_INTERRUPT":
+                    result.append(Instr(piece.name, start, location=piece.location))
+                else:
+                    result.append(Instr(piece.name, piece.arg, location=piece.location))
+            if active is not None:
+                result.append(TryEnd(active))
+            if outer is not None:
+                again = copy_of(outer)
+                replaced[id(outer)] = again
+                open_entries[0] = again
+                result.append(again)
+        result.append(item)
+    return result
 
 
 def _native_builtin(item: Instr) -> Any:

@@ -140,6 +140,16 @@ class Spec311:
     def is_inplace(self, instr: Instr) -> bool:
         return instr.name == "BINARY_OP" and int(instr.arg) >= 13
 
+    def send_lookback(self, send: Instr) -> list[Instr]:
+        """Unreachable code to put right before a ``yield from`` loop's YIELD_VALUE
+        when code was inserted between it and its SEND.
+
+        3.11's ``generator.throw()`` finds the end of the loop from the SEND just
+        before the YIELD_VALUE it is suspended at (its argument is the distance);
+        3.12 and later use the exception table instead.
+        """
+        return [Instr("SEND", send.arg, location=send.location)]
+
 
 class Spec312(Spec311):
     """CPython 3.12: LOAD_ATTR carries the method bit, no PRECALL, LOAD_SUPER_ATTR."""
@@ -168,6 +178,9 @@ class Spec312(Spec311):
 
     def call(self, nargs: int, location: Any) -> list[Instr]:
         return [Instr("CALL", nargs - 1, location=location)]
+
+    def send_lookback(self, send: Instr) -> list[Instr]:
+        return []
 
 
 class Spec313(Spec312):
