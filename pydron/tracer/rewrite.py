@@ -370,7 +370,7 @@ def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping:
                     Instr("LOAD_CONST", exempt, location=location), Instr("IS_OP", 0, location=location),
                     Instr(spec.jump_if_true, plain, location=location)]
         if receiver_depth:
-            seq += [Instr("COPY", receiver_depth, location=location), *_helper_on_top(type, spec, location),
+            seq += [*spec.type_of(receiver_depth, location),
                     Instr("LOAD_CONST", purity.IMMUTABLE_RECEIVERS, location=location),
                     Instr("CONTAINS_OP", 0, location=location),
                     Instr(spec.jump_if_true, plain, location=location)]
@@ -423,14 +423,14 @@ def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool,
     under ``operator.call`` (the same two stack slots either way)."""
     name = load.arg if isinstance(load.arg, str) else load.arg[1]
     site = sp.MethodSite(cacheable, name, journaled)
-    slow, join = Label(), Label()
-    return [Instr("COPY", 1, location=location), *_helper_on_top(type, spec, location),
+    fast, join = Label(), Label()
+    # the fast way last, so that it needs no jump after the method load
+    return [*spec.type_of(1, location),
             Instr("LOAD_CONST", site, location=location), spec.load_attr("rtype", location),
-            Instr("IS_OP", 0, location=location), Instr(spec.jump_if_false, slow, location=location),
-            load, Instr("JUMP_FORWARD", join, location=location),
-            slow, spec.plain_attr(load), *_helper_on_top(site.route, spec, location),
+            Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, fast, location=location),
+            spec.plain_attr(load), *_helper_on_top(site.route, spec, location),
             Instr("LOAD_CONST", operator.call, location=location), Instr("SWAP", 2, location=location),
-            join]
+            Instr("JUMP_FORWARD", join, location=location), fast, load, join]
 
 
 def _non_retaining_builtin(items: list[Any], producers: frozenset) -> Any:
@@ -605,7 +605,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             elif spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
             elif item.name == "LOAD_GLOBAL" and item.arg[0]:
-                out.extend(spec.load_callable_then_null(spec.plain_global(item), wrap))
+                out.extend(spec.load_callable_then_null(item, wrap))
             elif item.name == "LOAD_FAST_LOAD_FAST":
                 first, second = item.arg
                 out.append(Instr("LOAD_FAST", first, location=location))
@@ -832,13 +832,11 @@ def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = Fa
         # Numbers, strings and futures take the interpreter's own path; other
         # targets (maybe shared, mutable) go through the helper.
         slow, end = Label(), Label()
-        return [Instr("COPY", 1, location=location),
-                *_helper_on_top(type, spec, location),
+        return [*spec.type_of(1, location),
                 Instr("LOAD_CONST", Future, location=location),
                 Instr("IS_OP", 0, location=location),
                 Instr(spec.jump_if_true, slow, location=location),
-                Instr("COPY", 2, location=location),
-                *_helper_on_top(type, spec, location),
+                *spec.type_of(2, location),
                 Instr("LOAD_CONST", sp.NATIVE_INPLACE_TYPES, location=location),
                 Instr("CONTAINS_OP", 0, location=location),
                 Instr(spec.jump_if_false, slow, location=location),

@@ -92,6 +92,16 @@ class Spec311:
         return [Instr("PRECALL", nargs - 1, location=location),
                 Instr("CALL", nargs - 1, location=location)]
 
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        """Push ``type(value)`` of the value at ``depth`` (1: the top), which stays.
+
+        The call has the layout the compiler gives ``type(x)`` (NULL slot
+        included), which the interpreter specializes; the method form does not.
+        """
+        return [Instr("PUSH_NULL", location=location), Instr("LOAD_CONST", type, location=location),
+                Instr("COPY", depth + 2, location=location), Instr("PRECALL", 1, location=location),
+                Instr("CALL", 1, location=location)]
+
     def plain_attr(self, instr: Instr) -> Instr:
         return Instr("LOAD_ATTR", instr.arg, location=instr.location)
 
@@ -124,9 +134,12 @@ class Spec311:
         return Instr("LOAD_GLOBAL", (False, instr.arg[1]), location=instr.location)
 
     def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
-        """Replace a NULL-pushing load of a callable by: NULL, wrapped callable."""
-        location = load.location
-        return [Instr("PUSH_NULL", location=location), load, *wrap]
+        """Replace a NULL-pushing ``LOAD_GLOBAL`` of a callable by: NULL, wrapped callable.
+
+        The NULL goes below the callable: the load itself stays, and the wrap
+        works on the callable on top.
+        """
+        return [load, *wrap]
 
     def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
         """Replace a method load by a bound-attribute load, wrapped, in call layout."""
@@ -179,6 +192,10 @@ class Spec312(Spec311):
     def call(self, nargs: int, location: Any) -> list[Instr]:
         return [Instr("CALL", nargs - 1, location=location)]
 
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        return [Instr("PUSH_NULL", location=location), Instr("LOAD_CONST", type, location=location),
+                Instr("COPY", depth + 2, location=location), Instr("CALL", 1, location=location)]
+
     def send_lookback(self, send: Instr) -> list[Instr]:
         return []
 
@@ -225,11 +242,15 @@ class Spec313(Spec312):
     def method_null_output(self) -> int:
         return 1
 
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        return [Instr("LOAD_CONST", type, location=location), Instr("PUSH_NULL", location=location),
+                Instr("COPY", depth + 2, location=location), Instr("CALL", 1, location=location)]
+
     def callable_output_of_global(self) -> int:
         return 0
 
     def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
-        return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
+        return [self.plain_global(load), *wrap, Instr("PUSH_NULL", location=load.location)]
 
     def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
         return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
