@@ -546,3 +546,80 @@ def sum_over_delegating_genexpr(n):
 
 def test_pure_builtin_over_delegating_generators_matches_plain():
     assert_equivalent(sum_over_delegating_genexpr, 4)
+
+
+# -- calls whose arguments are plain loads: no gate while no future exists ---------------
+
+
+def native_site_then_failing_future(n):
+    r = None
+    for i in range(n):
+        log("before", i, r)  # plain to call: called without the gate while no future exists
+        r = fail_on(i, 1)  # the first future: the site must go through the gate again
+    return r
+
+
+def native_site_callable_changes(n):
+    out = []
+    for i in range(n):
+        fn = str if i % 3 else inc  # a builtin, then a functional (a task), at one site
+        x = i
+        out.append(fn(x))
+        log("step", i)
+    return out
+
+
+def native_site_keyword_arguments(n):
+    from dhelpers import logkw
+    total = 0
+    for i in range(n):
+        k = i
+        logkw("kw", k, label=total)  # KW_NAMES / CALL_KW with plain loads
+        total = total + inc(k)
+    return total
+
+
+def native_site_future_argument(n):
+    prev = 0
+    for i in range(n):
+        log("prev", prev)  # prev is a future from the second iteration on
+        prev = double(i)
+    return prev
+
+
+@pytest.mark.parametrize("fn,args", [
+    (native_site_then_failing_future, (4,)),
+    (native_site_callable_changes, (7,)),
+    (native_site_keyword_arguments, (4,)),
+    (native_site_future_argument, (4,)),
+])
+def test_native_call_sites_match_plain(fn, args):
+    assert_equivalent(fn, *args)
+
+
+def test_native_call_sites_are_forgotten_when_the_run_ends():
+    from pydron.runtime.future import NATIVE_SITES
+
+    assert_equivalent(native_site_then_failing_future, 3)
+    assert not NATIVE_SITES
+
+
+def adder(k):
+    """Plain: returns a plain function."""
+    def add(x):
+        return x + k
+    return add
+
+
+def native_site_result_is_next_callable(n):
+    out = []
+    for i in range(n):
+        out.append(type(i)(i))  # a gate-free call whose result is the next callable
+        out.append(adder(i)(inc(i)))
+        k = i
+        out.append(adder(k)(k))
+    return out
+
+
+def test_native_site_result_called_at_once_matches_plain():
+    assert_equivalent(native_site_result_is_next_callable, 4)

@@ -47,6 +47,18 @@ FUTURES = _LiveCount()
 _count_lock = threading.Lock()
 COUNT_LOCK = _count_lock
 
+# Call sites (syncpoints.CallSite) whose ``native`` callable is called with no
+# gate: valid only while no future exists. The first future clears them all
+# (each was filled by one ``route``, so the clearing costs no more than that).
+NATIVE_SITES: list = []
+NO_NATIVE = object()
+
+
+def _clear_native_sites() -> None:
+    for site in NATIVE_SITES:
+        site.native = NO_NATIVE
+    NATIVE_SITES.clear()
+
 
 class Future:
     """The not-yet-known result of a functional call or of a deferred operation."""
@@ -61,6 +73,8 @@ class Future:
 
     def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
         with _count_lock:
+            if not FUTURES.live and NATIVE_SITES:
+                _clear_native_sites()
             FUTURES.live += 1
             graph.live_futures += 1
         object.__setattr__(self, "_pd_graph", graph)

@@ -20,7 +20,8 @@ from functools import partial
 from typing import Any, Callable
 
 from pydron.functional import MARK
-from pydron.runtime.future import Future, _defer, inplace_special
+from pydron.runtime.future import (COUNT_LOCK, FUTURES, NATIVE_SITES, NO_NATIVE, Future, _defer,
+                                   inplace_special)
 from pydron.runtime.graph import Graph, current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.codes import inline_codes as _inline_codes
@@ -133,10 +134,17 @@ class CallSite:
     call still goes through ``gate`` whenever futures exist.
     """
 
-    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled", "dplain", "dtwin")
+    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled", "dplain", "dtwin",
+                 "native", "gate_free")
 
-    def __init__(self, cacheable: bool, journaled: bool = False) -> None:
+    def __init__(self, cacheable: bool, journaled: bool = False, gate_free: bool = False) -> None:
         self.fast: Any = _NOTHING
+        # ``gate_free``: the arguments are loads that cannot make a future, so
+        # while none exists the rewritten code calls ``native`` (the same as
+        # ``fast``, set only while no future exists and cleared by the first
+        # one: future.NATIVE_SITES) without the gate.
+        self.native: Any = NO_NATIVE
+        self.gate_free = gate_free
         # The nested function last called here, and its twin (called instead).
         self.plain: Any = _NOTHING
         self.twin: Any = None
@@ -165,6 +173,11 @@ class CallSite:
         if self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
             self.fast = fn
             self._filled()
+            if self.gate_free:
+                with COUNT_LOCK:
+                    if not FUTURES.live:
+                        self.native = fn
+                        NATIVE_SITES.append(self)
         elif type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes:
             if fn.__defaults__ is None and fn.__kwdefaults__ is None:
                 self.plain, self.twin = fn, routed  # the rewritten code tests ``plain`` itself
@@ -183,6 +196,7 @@ class CallSite:
     def forget(self) -> None:
         self.fast = self.plain = self.dplain = _NOTHING
         self.twin = self.dtwin = None
+        self.native = NO_NATIVE
         self.filled = False
 
 
@@ -196,6 +210,8 @@ def forget_call_sites() -> None:
     """Empty the call sites filled so far (see ``_FILLED_SITES``)."""
     while _FILLED_SITES:
         _FILLED_SITES.pop().forget()
+    with COUNT_LOCK:
+        NATIVE_SITES.clear()  # all forgotten above
 
 
 class MethodSite(CallSite):

@@ -489,6 +489,54 @@ def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, joi
     return seq
 
 
+# Arguments that cannot make a future, nor run code that could.
+_PURE_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST",
+                         "LOAD_DEREF", "PUSH_NULL", "NOP"})
+
+
+def _gate_free_calls(items: list[Any], plan: Plan, spec: Spec311, call_starts: dict[int, int],
+                     method_calls: set[int], method_loads: set[int]) -> dict[int, int]:
+    """callable's producer -> call, for the calls whose arguments are plain loads.
+
+    Between the callable and the call nothing runs that could make a future,
+    so if none exists when the callable is found plain to call
+    (``CallSite.native``), none exists at the call, which then needs no gate.
+    Left out: calls that may hand a local container over (they go through the
+    runtime while one exists), lazy arguments, ``*args``, try/with blocks and
+    anything else that inserts code between the callable and the call.
+    """
+    starts = {call: start for start, call in call_starts.items()}
+    busy = (plan.syncs_before | plan.overlap.sync_before | plan.overlap.reconcile | plan.overlap.sync_after
+            | plan.settle_after | plan.overlap.items | plan.protected | plan.local_builds
+            | plan.holder_builds | set(plan.range_guards))
+    found: dict[int, int] = {}
+    for call, protected in plan.routed_calls.items():
+        if (protected or call in method_calls or call in plan.escaping_calls
+                or call in plan.lazy_args or items[call].name not in ("CALL", "CALL_KW")):
+            continue
+        producers = plan.call_producers.get(call, frozenset())
+        if len(producers) != 1:
+            continue
+        (producer,) = producers
+        if producer[0] == "handler":
+            continue
+        load_index = producer[0]
+        load = items[load_index]
+        if (load_index in method_loads or spec.is_method_load(load) or load.name == "LOAD_FAST_LOAD_FAST"
+                or plan.wraps.get(producer) is not False
+                or [key for key in plan.wraps if key[0] == load_index] != [producer]
+                or {ci for ci, _ in plan.flow_consumers.get(producer, ())} != {call}):
+            continue
+        between = items[load_index + 1:starts.get(call, call)]
+        calling = items[starts.get(call, call):call + 1]
+        if (all(isinstance(i, Instr) and i.name in _PURE_LOADS for i in between)
+                and all(isinstance(i, Instr) and i.name in ("KW_NAMES", "PRECALL", "CALL", "CALL_KW")
+                        for i in calling)
+                and not busy & set(range(load_index, call + 1))):
+            found[load_index] = call
+    return found
+
+
 def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
     return _if_futures([Instr("LOAD_CONST", None, location=location),
                         *_helper_on_top(sp.sync, spec, location),
@@ -529,6 +577,15 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         joins[call] = Label()
     flow_consumers = plan.flow_consumers
     method_calls, method_loads = _method_layout(items, plan, spec)
+    gate_free = _gate_free_calls(items, plan, spec, call_starts, method_calls, method_loads)
+    fast_calls: dict[int, tuple[Label, list[Instr]]] = {}  # call -> (label, the plain call's code)
+
+    def join_of(call: int, location: Any) -> list[Any]:
+        """Where both ways of a routed call meet (after the plain call of a gate-free one)."""
+        if call not in fast_calls:
+            return [joins[call]]
+        fast, plain = fast_calls[call]
+        return [Instr("JUMP_FORWARD", joins[call], location=location), fast, *plain, joins[call]]
     for index, item in enumerate(items):
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
@@ -585,9 +642,21 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 wrap = _helper_on_top(sp.route_protected, spec, location)
             else:
                 fed = {ci for output in outputs for ci, _ in flow_consumers.get((index, output), ())}
-                site = sp.CallSite(cacheable=not (fed & plan.lazy_args), journaled=journaled)
+                site = sp.CallSite(cacheable=not (fed & plan.lazy_args), journaled=journaled,
+                                   gate_free=index in gate_free)
                 wrap = _site_route(site, spec, location)
                 native = None
+                if index in gate_free:
+                    # While no future exists, the callable this site calls as it is
+                    # runs the plain code, arguments and call, with no gate.
+                    call = gate_free[index]
+                    fast = Label()
+                    tail = spec.load_callable_then_null(item, [])[1:] if item.name == "LOAD_GLOBAL" else []
+                    plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:call + 1]]
+                    fast_calls[call] = (fast, [*tail, *plain])
+                    wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+                            spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
+                            Instr(spec.jump_if_true, fast, location=location), *wrap]
             if index in plan.range_guards:
                 # Loops over this call were typed: anything but the builtin is an error.
                 wrap = _helper_on_top(plan.range_guards[index], spec, location)
@@ -617,14 +686,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             else:
                 out.append(_nested(item, namespace, journal_all))
                 if index in joins:  # ``f(x)(y)``: this call's result is the next callable
-                    out.append(joins[index])
+                    out.extend(join_of(index, location))
                 out.extend(wrap)
             continue
         if index in plan.native_inplace:
             out.append(item)  # immutable builtins: rebound, never shared, never futures
         elif index in joins:
             out.append(item)
-            out.append(joins[index])
+            out.extend(join_of(index, location))
         else:
             rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled,
                                    journal_all=journal_all)
