@@ -623,3 +623,64 @@ def native_site_result_is_next_callable(n):
 
 def test_native_site_result_called_at_once_matches_plain():
     assert_equivalent(native_site_result_is_next_callable, 4)
+
+
+# -- ``yield f(x)``: the plain call's result is yielded unchecked ---------------------
+
+
+def plain_pair(x):
+    return [x, x]  # a plain function's fresh list
+
+
+def gen_yield_plain_call_results(n):
+    for i in range(n):
+        fn = plain_pair if i % 3 else double  # plain, then functional, at the same site
+        x = i
+        got = yield fn(x)
+        if got is not None:
+            log("sent", got)
+        yield str(x)
+
+
+def drive_yields(gen):
+    out = []
+    try:
+        out.append(next(gen))
+        out.append(gen.send("a"))
+        out.extend(gen)
+    except Exception as exc:  # noqa: BLE001 - compared
+        out.append((type(exc).__name__, str(exc)))
+    return out, list(LOG)
+
+
+def test_yield_plain_call_result_matches_plain():
+    for n in (1, 5):
+        LOG.clear()
+        plain = drive_yields(gen_yield_plain_call_results(n))
+        LOG.clear()
+        scheduled = drive_yields(pydron.schedule(gen_yield_plain_call_results)(n))
+        assert scheduled == plain
+        assert all("Future" not in type(v).__name__ for v in scheduled[0])
+
+
+def gen_yield_plain_call_in_try(n):
+    for i in range(n):
+        try:
+            x = i
+            yield str(x)  # suspended here when the consumer throws
+        except KeyError as exc:
+            log("caught", str(exc))
+            yield "recovered"
+
+
+def test_throw_at_a_plain_call_yield_matches_plain():
+    def drive(gen):
+        out = [next(gen), next(gen)]
+        out.append(gen.throw(KeyError("k")))
+        out.extend(gen)
+        return out, list(LOG)
+
+    LOG.clear()
+    plain = drive(gen_yield_plain_call_in_try(3))
+    LOG.clear()
+    assert drive(pydron.schedule(gen_yield_plain_call_in_try)(3)) == plain

@@ -579,6 +579,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     method_calls, method_loads = _method_layout(items, plan, spec)
     gate_free = _gate_free_calls(items, plan, spec, call_starts, method_calls, method_loads)
     fast_calls: dict[int, tuple[Label, list[Instr]]] = {}  # call -> (label, the plain call's code)
+    # ``yield f(x)`` in a generator: the fast way yields the plain call's result
+    # unchecked (see _yields_call_result), then goes on after the RESUME.
+    after_resume: dict[int, Label] = {}
 
     def join_of(call: int, location: Any) -> list[Any]:
         """Where both ways of a routed call meet (after the plain call of a gate-free one)."""
@@ -653,6 +656,10 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                     fast = Label()
                     tail = spec.load_callable_then_null(item, [])[1:] if item.name == "LOAD_GLOBAL" else []
                     plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:call + 1]]
+                    if generator and _yields_call_result(items, plan, call):
+                        after = after_resume[call + 2] = Label()
+                        plain += [Instr(i.name, i.arg, location=i.location) for i in items[call + 1:call + 3]]
+                        plain.append(Instr("JUMP_FORWARD", after, location=items[call + 2].location))
                     fast_calls[call] = (fast, [*tail, *plain])
                     wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
                             spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
@@ -730,7 +737,29 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                         Instr("PUSH_EXC_INFO", location=location)])
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
+        if index in after_resume:
+            out.append(after_resume[index])
     return out
+
+
+def _yields_call_result(items: list[Any], plan: Plan, call: int) -> bool:
+    """True if ``items[call]`` is directly followed by ``YIELD_VALUE`` and ``RESUME``.
+
+    Called the plain way (no future exists, the callable is one the site found
+    plain to call, its arguments are plain loads), a call returns no future
+    and no container holding one (code outside the schedule function never
+    sees them), nor a local container (only handed over where the call would
+    not be plain): the check before the yield would change nothing.
+    """
+    if call + 2 >= len(items):
+        return False
+    yielded, resume = items[call + 1], items[call + 2]
+    return (isinstance(yielded, Instr) and yielded.name == "YIELD_VALUE"
+            and isinstance(resume, Instr) and resume.name == "RESUME"
+            and call + 1 not in plan.escaping_stores
+            and not {call + 1, call + 2} & (plan.overlap.items | plan.overlap.reconcile
+                                             | plan.overlap.sync_after | plan.settle_after
+                                             | plan.syncs_before | plan.overlap.sync_before))
 
 
 # -- ``yield from`` a rewritten generator ---------------------------------------------
