@@ -684,3 +684,41 @@ def test_throw_at_a_plain_call_yield_matches_plain():
     plain = drive(gen_yield_plain_call_in_try(3))
     LOG.clear()
     assert drive(pydron.schedule(gen_yield_plain_call_in_try)(3)) == plain
+
+
+# -- while loops (3.11: their conditional back edges become unconditional ones) ---------
+
+
+def while_loops(n):
+    out = []
+    i = 0
+    while i < n:
+        i += 1
+        if i == 2:
+            continue
+        out.append(inc(i))
+    else:
+        log("else", len(out))
+    stack = list(range(n))
+    while stack:
+        top = stack.pop()
+        try:
+            if top == 1:
+                raise KeyError(top)
+        except KeyError:
+            log("key", top)
+            continue
+        if top is None:
+            break
+        out.append(double(top))
+    value = None
+    while value is None:
+        value = out[0] if out else 0
+    while (k := len(out)) > n:
+        out.pop()
+    return out, value, k
+
+
+def test_while_loops_match_plain():
+    assert_equivalent(while_loops, 5)
+    assert_equivalent(while_loops, 0)

@@ -114,6 +114,7 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
     new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace, journal_all)
     if code_kind(code) == "generator":
         new_items = _unchecked_yield_from(new_items, _yield_from_loops(items), spec)
+    new_items = spec.warm_loops(new_items)
     bc.clear()
     bc.extend(new_items)
     try:
