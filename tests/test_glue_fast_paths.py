@@ -722,3 +722,21 @@ def while_loops(n):
 def test_while_loops_match_plain():
     assert_equivalent(while_loops, 5)
     assert_equivalent(while_loops, 0)
+
+
+def record_live_flag(n):
+    from pydron.runtime.future import FUTURES, LIVE
+    seen = [(FUTURES.live > 0, bool(LIVE))]
+    r = inc(n)
+    seen.append((FUTURES.live > 0, bool(LIVE)))
+    del r
+    return seen
+
+
+def test_live_flag_follows_the_count():
+    from pydron.runtime.future import FUTURES, LIVE
+
+    seen = pydron.schedule(record_live_flag)(1)
+    assert all(count == flag for count, flag in seen)
+    assert seen[1] == (True, True)
+    assert bool(LIVE) == (FUTURES.live > 0)

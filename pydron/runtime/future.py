@@ -44,6 +44,10 @@ class _LiveCount:
 
 
 FUTURES = _LiveCount()
+# Not empty while FUTURES.live is not 0 (changed under COUNT_LOCK with it):
+# what rewritten code tests, as ``LOAD_CONST LIVE; POP_JUMP_IF_FALSE`` (a
+# list's truth needs no attribute load, specialized or not).
+LIVE: list = []
 _count_lock = threading.Lock()
 COUNT_LOCK = _count_lock
 
@@ -75,6 +79,8 @@ class Future:
         with _count_lock:
             if not FUTURES.live and NATIVE_SITES:
                 _clear_native_sites()
+            if not FUTURES.live:
+                LIVE.append(True)
             FUTURES.live += 1
             graph.live_futures += 1
         object.__setattr__(self, "_pd_graph", graph)
@@ -111,6 +117,8 @@ class Future:
                 if not graph.closed:  # a closed graph's futures no longer count (Graph.close)
                     FUTURES.live -= 1
                     graph.live_futures -= 1
+                    if not FUTURES.live:
+                        LIVE.clear()
         except Exception:  # noqa: BLE001 - the interpreter is exiting: nothing counts any more
             pass
 

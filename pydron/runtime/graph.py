@@ -22,7 +22,7 @@ from typing import Any, Callable
 from pydron.errors import CallCancelled
 from pydron.observe.events import EVENTS
 from pydron.runtime.codes import inline_codes
-from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
+from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, LIVE, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
@@ -198,6 +198,8 @@ class Graph:
             self.closed = True
             FUTURES.live -= self.live_futures
             self.live_futures = 0
+            if not FUTURES.live:
+                LIVE.clear()
         if self._outstanding:  # the run ended early (an exception, Ctrl-C): stop its calls
             self._cancel(1, self._seq, "the schedule call it belongs to has ended")
         self._forget_locals(list(self.local))

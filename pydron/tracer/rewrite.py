@@ -27,7 +27,7 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import purity
-from pydron.runtime.future import FUTURES, Future
+from pydron.runtime.future import FUTURES, LIVE, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
 from pydron.tracer.natives import find_natives, typed_locals, typed_receiver
@@ -364,7 +364,7 @@ def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping:
     """
     if escaping:
         runtime = Label()
-        seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+        seq = [Instr("LOAD_CONST", LIVE, location=location),
                *spec.to_bool(location), Instr(spec.jump_if_true, runtime, location=location)]
         if exempt is not None:
             seq += [Instr("COPY", callable_depth, location=location),
@@ -378,7 +378,7 @@ def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping:
         seq += [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("locals", location),
                 *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location), runtime]
         return seq
-    return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+    return [Instr("LOAD_CONST", LIVE, location=location),
             *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location)]
 
 
