@@ -740,3 +740,19 @@ def test_live_flag_follows_the_count():
     assert all(count == flag for count, flag in seen)
     assert seen[1] == (True, True)
     assert bool(LIVE) == (FUTURES.live > 0)
+
+
+def gen_constant_yields_and_tests(n):
+    for i in range(n):
+        yield "const"
+        yield None
+        yield (1, "two", 3.0)
+        x = inc(i)
+        yield x is None, None is None, x
+        got = yield 5
+        if got is None:
+            yield "none sent"
+
+
+def test_constant_yields_match_plain():
+    assert_same_generator(gen_constant_yields_and_tests, 3)

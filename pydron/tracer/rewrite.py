@@ -30,7 +30,7 @@ from pydron.runtime import purity
 from pydron.runtime.future import FUTURES, LIVE, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
-from pydron.tracer.natives import find_natives, typed_locals, typed_receiver
+from pydron.tracer.natives import find_natives, native_constant, typed_locals, typed_receiver
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
@@ -65,6 +65,7 @@ class Plan:
     # function made there): their callable is routed every time.
     lazy_args: set[int] = field(default_factory=set)
     flow_consumers: dict = field(default_factory=dict)
+    flow_before: dict = field(default_factory=dict)  # stack.Flow.before: item -> its input slots
     call_producers: dict[int, frozenset] = field(default_factory=dict)  # call -> its callable's producers
     # Where a local container may be handed over (escapes.py): these calls and
     # stores go through the runtime whenever a local container exists.
@@ -174,6 +175,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
     plan.flow_consumers = flow.consumers
+    plan.flow_before = flow.before
     plan.overlap = find_overlap(items, spec, plan.protected)
     # Even a block that runs its calls one at a time can hold calls issued
     # together (sum over a generator expression): every handler settles which
@@ -581,8 +583,9 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     gate_free = _gate_free_calls(items, plan, spec, call_starts, method_calls, method_loads)
     fast_calls: dict[int, tuple[Label, list[Instr]]] = {}  # call -> (label, the plain call's code)
     # ``yield f(x)`` in a generator: the fast way yields the plain call's result
-    # unchecked (see _yields_call_result), then goes on after the RESUME.
-    after_resume: dict[int, Label] = {}
+    # unchecked (see _yields_call_result); it is put after the checked way's
+    # RESUME (RESUME's item -> label, code), so that it goes on without a jump.
+    after_resume: dict[int, tuple[Label, list[Instr]]] = {}
 
     def join_of(call: int, location: Any) -> list[Any]:
         """Where both ways of a routed call meet (after the plain call of a gate-free one)."""
@@ -658,10 +661,10 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                     tail = spec.load_callable_then_null(item, [])[1:] if item.name == "LOAD_GLOBAL" else []
                     plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:call + 1]]
                     if generator and _yields_call_result(items, plan, call):
-                        after = after_resume[call + 2] = Label()
                         plain += [Instr(i.name, i.arg, location=i.location) for i in items[call + 1:call + 3]]
-                        plain.append(Instr("JUMP_FORWARD", after, location=items[call + 2].location))
-                    fast_calls[call] = (fast, [*tail, *plain])
+                        after_resume[call + 2] = (fast, [*tail, *plain])
+                    else:
+                        fast_calls[call] = (fast, [*tail, *plain])
                     wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
                             spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
                             Instr(spec.jump_if_true, fast, location=location), *wrap]
@@ -710,6 +713,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 # container, without one) the helper does what the operator does.
                 plain = Instr(item.name, item.arg, location=location)
                 out.extend(_if_futures(rewritten, [plain], spec, location, index in plan.escaping_stores))
+            elif _constant_operands(items, plan, index, item):
+                out.append(item)  # ``yield "null"``: immutable constants are never futures
             elif (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
                     and rewritten != [item]:
                 escaping = index in plan.escaping_stores
@@ -739,8 +744,28 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
         if index in after_resume:
-            out.append(after_resume[index])
+            fast, plain = after_resume[index]
+            going_on = Label()
+            out += [Instr("JUMP_FORWARD", going_on, location=location), fast, *plain, going_on]
     return out
+
+
+def _constant_operands(items: list[Any], plan: Plan, index: int, item: Instr) -> bool:
+    """True for a yield, ``is`` or ``is None`` test whose operands are immutable
+    builtin constants: the plain instruction does what the helper would."""
+    if item.name == "YIELD_VALUE" or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE")):
+        depth = 1
+    elif item.name == "IS_OP":
+        depth = 2
+    else:
+        return False
+    if index in plan.escaping_stores or index not in plan.flow_before:
+        return False
+    stack = plan.flow_before[index]
+    return len(stack) >= depth and all(
+        slot and all(p[0] != "handler" and items[p[0]].name == "LOAD_CONST" and native_constant(items[p[0]].arg)
+                     for p in slot)
+        for slot in stack[len(stack) - depth:])
 
 
 def _yields_call_result(items: list[Any], plan: Plan, call: int) -> bool:
