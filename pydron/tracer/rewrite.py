@@ -399,6 +399,39 @@ def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
             route, *_helper_on_top(site.route, spec, location), skip]
 
 
+def _site_route_native(site: Any, spec: Spec311, location: Any, fast: Label,
+                       defaults: bool) -> list[Instr]:
+    """``_site_route`` for a gate-free call: first the callable the site calls
+    the plain way (to ``fast``), then its twin caches, then the cache that still
+    needs the gate: with no future around, the first is all that ever hits,
+    but for a nested function, whose twin comes next (``defaults``: also the
+    twin of one with defaults, tested here rather than in ``route``)."""
+    skip, not_plain, route = Label(), Label(), Label()
+
+    def cached(attr: str, jump: str, target: Label) -> list[Instr]:
+        return [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+                spec.load_attr(attr, location), Instr("IS_OP", 0, location=location),
+                Instr(jump, target, location=location)]
+
+    def twin(attr: str) -> list[Instr]:
+        return [Instr("POP_TOP", location=location), Instr("LOAD_CONST", site, location=location),
+                spec.load_attr(attr, location), Instr("JUMP_FORWARD", skip, location=location)]
+
+    seq = [*cached("native", spec.jump_if_true, fast),
+           *cached("plain", spec.jump_if_false, not_plain), *twin("twin"), not_plain]
+    if defaults:
+        stale = Label()
+        seq += cached("dplain", spec.jump_if_false, stale)
+        for attr in ("__defaults__", "__kwdefaults__"):
+            seq += [Instr("COPY", 1, location=location), spec.load_attr(attr, location),
+                    Instr("LOAD_CONST", site, location=location), spec.load_attr("dtwin", location),
+                    spec.load_attr(attr, location), Instr("IS_OP", 0, location=location),
+                    Instr(spec.jump_if_false, stale, location=location)]
+        seq += [*twin("dtwin"), stale]
+    return [*seq, *cached("fast", spec.jump_if_true, skip),
+            route, *_helper_on_top(site.route, spec, location), skip]
+
+
 def _method_layout(items: list[Any], plan: Plan, spec: Spec311) -> tuple[set[int], set[int]]:
     """The routed calls whose callable comes only from method loads outside
     one-at-a-time try/with blocks (and those loads): they keep the
@@ -665,9 +698,8 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                         after_resume[call + 2] = (fast, [*tail, *plain])
                     else:
                         fast_calls[call] = (fast, [*tail, *plain])
-                    wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
-                            spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
-                            Instr(spec.jump_if_true, fast, location=location), *wrap]
+                    wrap = _site_route_native(site, spec, location, fast,
+                                              item.name in ("LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK"))
             if index in plan.range_guards:
                 # Loops over this call were typed: anything but the builtin is an error.
                 wrap = _helper_on_top(plan.range_guards[index], spec, location)
