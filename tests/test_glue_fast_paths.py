@@ -756,3 +756,31 @@ def gen_constant_yields_and_tests(n):
 
 def test_constant_yields_match_plain():
     assert_same_generator(gen_constant_yields_and_tests, 3)
+
+
+def plain_checker(x):
+    if x == 3:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def native_site_raises(n, with_future):
+    out = []
+    for i in range(n):
+        r = inc(i) if with_future and i == 2 else i
+        k = i
+        out.append(plain_checker(k))  # gate-free: plain way, or out of line while r is a future
+        out.append(r)
+    return out
+
+
+def gen_native_site_raises(n):
+    for i in range(n):
+        k = i
+        yield plain_checker(k)
+
+
+def test_gate_free_call_raising_matches_plain():
+    assert_equivalent(native_site_raises, 5, False)
+    assert_equivalent(native_site_raises, 5, True)
+    assert_same_generator(gen_native_site_raises, 5)

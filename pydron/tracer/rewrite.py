@@ -399,7 +399,7 @@ def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
             route, *_helper_on_top(site.route, spec, location), skip]
 
 
-def _site_route_native(site: Any, spec: Spec311, location: Any, fast: Label,
+def _site_route_native(site: Any, spec: Spec311, location: Any, fast: Label | None,
                        defaults: bool) -> list[Instr]:
     """``_site_route`` for a gate-free call: first the callable the site calls
     the plain way (to ``fast``), then its twin caches, then the cache that still
@@ -417,7 +417,7 @@ def _site_route_native(site: Any, spec: Spec311, location: Any, fast: Label,
         return [Instr("POP_TOP", location=location), Instr("LOAD_CONST", site, location=location),
                 spec.load_attr(attr, location), Instr("JUMP_FORWARD", skip, location=location)]
 
-    seq = [*cached("native", spec.jump_if_true, fast),
+    seq = [*(cached("native", spec.jump_if_true, fast) if fast is not None else []),
            *cached("plain", spec.jump_if_false, not_plain), *twin("twin"), not_plain]
     if defaults:
         stale = Label()
@@ -558,7 +558,8 @@ def _gate_free_calls(items: list[Any], plan: Plan, spec: Spec311, call_starts: d
             continue
         load_index = producer[0]
         load = items[load_index]
-        if (load_index in method_loads or spec.is_method_load(load) or load.name == "LOAD_FAST_LOAD_FAST"
+        if (load.name in spec.call_names or call in {key[0] for key in plan.wraps}
+                or load_index in method_loads or spec.is_method_load(load) or load.name == "LOAD_FAST_LOAD_FAST"
                 or plan.wraps.get(producer) is not False
                 or [key for key in plan.wraps if key[0] == load_index] != [producer]
                 or {ci for ci, _ in plan.flow_consumers.get(producer, ())} != {call}):
@@ -614,19 +615,24 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     flow_consumers = plan.flow_consumers
     method_calls, method_loads = _method_layout(items, plan, spec)
     gate_free = _gate_free_calls(items, plan, spec, call_starts, method_calls, method_loads)
-    fast_calls: dict[int, tuple[Label, list[Instr]]] = {}  # call -> (label, the plain call's code)
-    # ``yield f(x)`` in a generator: the fast way yields the plain call's result
-    # unchecked (see _yields_call_result); it is put after the checked way's
-    # RESUME (RESUME's item -> label, code), so that it goes on without a jump.
-    after_resume: dict[int, tuple[Label, list[Instr]]] = {}
+    # A gate-free call's checked way is put out of line, after the code (so that
+    # the plain way is short, and the jumps across it need no EXTENDED_ARG):
+    # while its items are emitted, ``out`` is that block; ``slow_end`` holds the
+    # last item of it -> (where the plain way goes on, the block's try entry).
+    main: list[Any] = []
+    out = main
+    deferred: dict[int, list[Any]] = {}  # id(label where the plain way goes on) -> block
+    slow_end: dict[int, tuple[Label, TryBegin | None]] = {}
+    open_entries: list[TryBegin] = []
 
     def join_of(call: int, location: Any) -> list[Any]:
-        """Where both ways of a routed call meet (after the plain call of a gate-free one)."""
-        if call not in fast_calls:
-            return [joins[call]]
-        fast, plain = fast_calls[call]
-        return [Instr("JUMP_FORWARD", joins[call], location=location), fast, *plain, joins[call]]
+        """Where both ways of a routed call meet."""
+        return [joins[call]]
     for index, item in enumerate(items):
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd) and item.entry in open_entries:
+            open_entries.remove(item.entry)
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
 
@@ -686,20 +692,30 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                                    gate_free=index in gate_free)
                 wrap = _site_route(site, spec, location)
                 native = None
-                if index in gate_free:
+                if index in gate_free and out is main and len(open_entries) <= 1:
                     # While no future exists, the callable this site calls as it is
-                    # runs the plain code, arguments and call, with no gate.
+                    # runs the plain code, arguments and call, with no gate; the
+                    # routed way is emitted out of line (see ``deferred``).
                     call = gate_free[index]
-                    fast = Label()
-                    tail = spec.load_callable_then_null(item, [])[1:] if item.name == "LOAD_GLOBAL" else []
-                    plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:call + 1]]
-                    if generator and _yields_call_result(items, plan, call):
-                        plain += [Instr(i.name, i.arg, location=i.location) for i in items[call + 1:call + 3]]
-                        after_resume[call + 2] = (fast, [*tail, *plain])
-                    else:
-                        fast_calls[call] = (fast, [*tail, *plain])
-                    wrap = _site_route_native(site, spec, location, fast,
-                                              item.name in ("LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK"))
+                    end = call + 2 if generator and _yields_call_result(items, plan, call) else call
+                    slow, back = Label(), Label()
+                    loaded = (spec.load_callable_then_null(item, []) if item.name == "LOAD_GLOBAL"
+                              else [_nested(item, namespace, journal_all)])
+                    head, tail = loaded[:1], loaded[1:]
+                    plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:end + 1]]
+                    main += [*head, Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+                             spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
+                             Instr(spec.jump_if_false, slow, location=location), *tail, *plain, back]
+                    entry = None
+                    out = []
+                    if open_entries:
+                        entry = TryBegin(open_entries[0].target, open_entries[0].push_lasti,
+                                         stack_depth=open_entries[0].stack_depth)
+                        out.append(entry)
+                    out += [slow, *_site_route_native(site, spec, location, None, item.name in (
+                        "LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK")), *tail]
+                    slow_end[end] = (back, entry)
+                    continue
             if index in plan.range_guards:
                 # Loops over this call were typed: anything but the builtin is an error.
                 wrap = _helper_on_top(plan.range_guards[index], spec, location)
@@ -775,11 +791,61 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                         Instr("PUSH_EXC_INFO", location=location)])
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
-        if index in after_resume:
-            fast, plain = after_resume[index]
-            going_on = Label()
-            out += [Instr("JUMP_FORWARD", going_on, location=location), fast, *plain, going_on]
-    return out
+        if index in slow_end:
+            back, entry = slow_end.pop(index)
+            out.append(Instr("JUMP_BACKWARD", back, location=location))
+            if entry is not None:
+                out.append(TryEnd(entry))
+            deferred[id(back)] = out
+            out = main
+    return _place_blocks(main, deferred)
+
+
+def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
+    """Put each out-of-line block after the first instruction that does not fall
+    through (a jump, return or raise) following its call, so that the jump to
+    it stays short; an exception-table entry open there is ended before the
+    blocks (which carry their own) and opened again after them."""
+    result: list[Any] = []
+    pending: list[list[Any]] = []
+    open_entries: list[TryBegin] = []
+    replaced: dict[int, TryBegin] = {}
+
+    def current(entry: TryBegin) -> TryBegin:
+        while id(entry) in replaced:
+            entry = replaced[id(entry)]
+        return entry
+
+    for item in main:
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd):
+            entry = current(item.entry)
+            if entry in open_entries:
+                open_entries.remove(entry)
+            if result and result[-1] is entry:
+                result.pop()  # opened again just before: nothing left to cover
+                continue
+            if entry is not item.entry:
+                item = TryEnd(entry)
+        result.append(item)
+        if isinstance(item, Label) and id(item) in blocks:
+            pending.append(blocks.pop(id(item)))
+        elif pending and isinstance(item, Instr) and item.is_final() and len(open_entries) <= 1:
+            outer = open_entries[0] if open_entries else None
+            if outer is not None:
+                result.append(TryEnd(outer))
+            for block in pending:
+                result.extend(block)
+            pending = []
+            if outer is not None:
+                again = TryBegin(outer.target, outer.push_lasti, stack_depth=outer.stack_depth)
+                replaced[id(outer)] = again
+                open_entries[0] = again
+                result.append(again)
+    for block in [*pending, *blocks.values()]:
+        result.extend(block)
+    return result
 
 
 def _constant_operands(items: list[Any], plan: Plan, index: int, item: Instr) -> bool:
