@@ -13,6 +13,14 @@ immutable builtins. Nested functions keep their plain code and get a rewritten
 twin. Inside try and with blocks that run one call at a time, calls use
 ``route_protected``, and entering such a block is a sync point. Everything
 that depends on the CPython version is in ``versions``.
+
+Glue fast paths (issue 12): a call whose arguments are plain loads tests one
+cache, ``CallSite.native`` (valid only while no future exists), and then runs
+the plain arguments and call, its routed way put out of line; method calls on
+a list, dict or set the code built need no receiver test; a generator hands
+the values of a rewritten generator through ``yield from`` unchecked; while
+no future exists a yield of a plain call's result, in-place operators and
+constants are not checked; 3.11 while loops get specialized early.
 """
 from __future__ import annotations
 
