@@ -35,16 +35,35 @@ class _LiveCount:
 
     def __init__(self) -> None:
         self.live = 0
-        # Containers local to a running schedule function (all graphs): where
-        # one may be handed over, the runtime must see it (tracer/escapes.py).
+        # Graphs (running schedule calls) that hold containers local to their
+        # schedule function: where one may be handed over, the runtime must
+        # see it (tracer/escapes.py). Counted when a graph's set of local
+        # containers becomes non-empty or empty, so that recording one more
+        # (every ``[]`` a schedule function stores) takes no lock.
         self.locals = 0
 
 
 FUTURES = _LiveCount()
 _SET = object.__setattr__
 _exc_info = sys.exc_info
+# Not empty while FUTURES.live is not 0 (changed under COUNT_LOCK with it):
+# what rewritten code tests, as ``LOAD_CONST LIVE; POP_JUMP_IF_FALSE`` (a
+# list's truth needs no attribute load, specialized or not).
+LIVE: list = []
 _count_lock = threading.Lock()
 COUNT_LOCK = _count_lock
+
+# Call sites (syncpoints.CallSite) whose ``native`` callable is called with no
+# gate: valid only while no future exists. The first future clears them all
+# (each was filled by one ``route``, so the clearing costs no more than that).
+NATIVE_SITES: list = []
+NO_NATIVE = object()
+
+
+def _clear_native_sites() -> None:
+    for site in NATIVE_SITES:
+        site.native = NO_NATIVE
+    NATIVE_SITES.clear()
 
 
 class _FutureSlots:
@@ -74,6 +93,10 @@ class Future(_FutureSlots):
 
     def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
         with _count_lock:
+            if not FUTURES.live and NATIVE_SITES:
+                _clear_native_sites()
+            if not FUTURES.live:
+                LIVE.append(True)
             FUTURES.live += 1
             graph.live_futures += 1
         _SET(self, "__class__", _Unborn)  # back to Future below; nothing here can raise
@@ -112,6 +135,8 @@ class Future(_FutureSlots):
                 if not graph.closed:  # a closed graph's futures no longer count (Graph.close)
                     FUTURES.live -= 1
                     graph.live_futures -= 1
+                    if not FUTURES.live:
+                        LIVE.clear()
         except Exception:  # noqa: BLE001 - the interpreter is exiting: nothing counts any more
             pass
 

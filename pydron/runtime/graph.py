@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 from pydron.errors import CallCancelled
 from pydron.observe.events import EVENTS
 from pydron.runtime.codes import inline_codes
-from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, PENDING, FUTURES, Future, _MISSING,
+from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, LIVE, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
@@ -172,20 +172,27 @@ class Graph:
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
         local = self.local
-        if len(local) > 100_000:
-            self._forget_locals(list(local))  # forgetting is safe: mutations just become sync points
-        if id(container) not in local:
+        if not local:
             with COUNT_LOCK:
-                FUTURES.locals += 1
+                FUTURES.locals += 1  # this graph holds local containers now
+        elif len(local) > 100_000:
+            self._forget_locals(list(local))  # forgetting is safe: mutations just become sync points
+            return self.add_local(container)
         local[id(container)] = container
-        self._local_changes += 1
-        self.prune_local()
+        changes = self._local_changes + 1
+        self._local_changes = changes
+        if changes >= self._local_kept:  # prune_local's own test, without the call
+            self.prune_local()
 
     def _forget_locals(self, keys: list[int]) -> None:
+        local = self.local
+        if not keys or not local:
+            return
         for key in keys:
-            del self.local[key]
-        with COUNT_LOCK:
-            FUTURES.locals -= len(keys)
+            del local[key]
+        if not local:
+            with COUNT_LOCK:
+                FUTURES.locals -= 1  # none left in this graph
 
     def prune_local(self) -> None:
         """Forget the local containers that only this graph still holds, so they die
@@ -209,6 +216,8 @@ class Graph:
             self.closed = True
             FUTURES.live -= self.live_futures
             self.live_futures = 0
+            if not FUTURES.live:
+                LIVE.clear()
         if self._outstanding:  # the run ended early (an exception, Ctrl-C): stop its calls
             self._cancel(1, self._seq, "the schedule call it belongs to has ended")
         self._forget_locals(list(self.local))

@@ -103,13 +103,15 @@ def _escape(obj: Any, local: dict[int, Any]) -> None:
         if type(current) in _MUTABLE:
             if local.pop(key, None) is None:
                 continue
-            _dropped_locals(1)
+            if not local:
+                _dropped_locals(1)  # the graph's last local container (FUTURES.locals)
         children = _children(current)
         if not _CONTAINERS.isdisjoint(map(type, children)):  # most hold no container: C speed
             stack.extend(child for child in children if type(child) in _CONTAINERS)
 
 
 def _dropped_locals(count: int) -> None:
+    """``count`` graphs hold no local container any more."""
     with COUNT_LOCK:
         FUTURES.locals -= count
 
@@ -155,7 +157,7 @@ def _walk(root: Any, leaf: Callable[[Future], Any] | None, in_place: bool,
 
     def open_frame(obj: Any) -> None:
         kind = type(obj)
-        if escaping and escaping.pop(id(obj), None) is not None:
+        if escaping and escaping.pop(id(obj), None) is not None and not escaping:
             _dropped_locals(1)
         shell = None
         if in_place:

@@ -20,7 +20,8 @@ from functools import partial
 from typing import Any, Callable
 
 from pydron.functional import MARK
-from pydron.runtime.future import Future, _defer, inplace_special
+from pydron.runtime.future import (COUNT_LOCK, FUTURES, NATIVE_SITES, NO_NATIVE, Future, _defer,
+                                   inplace_special)
 from pydron.runtime.graph import Graph, current_graph
 from pydron.runtime.graph import _local as _threads
 from pydron.runtime.codes import inline_codes as _inline_codes
@@ -103,7 +104,8 @@ def _twin(fn: types.FunctionType, journaled: bool = False) -> Any:
     """
     cache = _journaled_twins if journaled else _twins
     twin = cache.get(fn)
-    if twin is not None and twin.__defaults__ is fn.__defaults__:
+    if (twin is not None and twin.__defaults__ is fn.__defaults__
+            and twin.__kwdefaults__ is fn.__kwdefaults__):
         return twin
     code = _twin_codes[id(fn.__code__)]
     if journaled:
@@ -132,13 +134,24 @@ class CallSite:
     call still goes through ``gate`` whenever futures exist.
     """
 
-    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled")
+    __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled", "dplain", "dtwin",
+                 "native", "gate_free")
 
-    def __init__(self, cacheable: bool, journaled: bool = False) -> None:
+    def __init__(self, cacheable: bool, journaled: bool = False, gate_free: bool = False) -> None:
         self.fast: Any = _NOTHING
+        # ``gate_free``: the arguments are loads that cannot make a future, so
+        # while none exists the rewritten code calls ``native`` (the same as
+        # ``fast``, set only while no future exists and cleared by the first
+        # one: future.NATIVE_SITES) without the gate.
+        self.native: Any = NO_NATIVE
+        self.gate_free = gate_free
         # The nested function last called here, and its twin (called instead).
         self.plain: Any = _NOTHING
         self.twin: Any = None
+        # The same for a nested function with defaults, which can be reassigned:
+        # ``route`` hands out the twin while the defaults are still the twin's.
+        self.dplain: Any = _NOTHING
+        self.dtwin: Any = None
         self.filled = False  # in _FILLED_SITES
         # False where an argument is a generator expression or a function made
         # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
@@ -152,14 +165,27 @@ class CallSite:
         graph = _threads.graph
         if graph is None:
             return fn
+        if fn is self.dplain:
+            twin = self.dtwin
+            if twin.__defaults__ is fn.__defaults__ and twin.__kwdefaults__ is fn.__kwdefaults__:
+                return twin
         routed = _route(graph, fn, protected=False, journaled=self.journaled)
         if self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
             self.fast = fn
             self._filled()
-        elif (type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes
-              and fn.__defaults__ is None and fn.__kwdefaults__ is None):
-            self.plain, self.twin = fn, routed  # defaults can be reassigned: only without them
-            self._filled()
+            if self.gate_free:
+                with COUNT_LOCK:
+                    if not FUTURES.live:
+                        self.native = fn
+                        NATIVE_SITES.append(self)
+        elif type(fn) is types.FunctionType and id(fn.__code__) in _twin_codes:
+            if fn.__defaults__ is None and fn.__kwdefaults__ is None:
+                self.plain, self.twin = fn, routed  # the rewritten code tests ``plain`` itself
+                self._filled()
+            elif (type(routed) is types.FunctionType and routed.__defaults__ is fn.__defaults__
+                  and routed.__kwdefaults__ is fn.__kwdefaults__):
+                self.dplain, self.dtwin = fn, routed  # defaults can be reassigned: tested here
+                self._filled()
         return routed
 
     def _filled(self) -> None:
@@ -168,8 +194,9 @@ class CallSite:
             _FILLED_SITES.append(self)
 
     def forget(self) -> None:
-        self.fast = self.plain = _NOTHING
-        self.twin = None
+        self.fast = self.plain = self.dplain = _NOTHING
+        self.twin = self.dtwin = None
+        self.native = NO_NATIVE
         self.filled = False
 
 
@@ -183,6 +210,8 @@ def forget_call_sites() -> None:
     """Empty the call sites filled so far (see ``_FILLED_SITES``)."""
     while _FILLED_SITES:
         _FILLED_SITES.pop().forget()
+    with COUNT_LOCK:
+        NATIVE_SITES.clear()  # all forgotten above
 
 
 class MethodSite(CallSite):
@@ -195,8 +224,8 @@ class MethodSite(CallSite):
 
     __slots__ = ("rtype", "name")
 
-    def __init__(self, cacheable: bool, name: str) -> None:
-        super().__init__(cacheable)
+    def __init__(self, cacheable: bool, name: str, journaled: bool = False) -> None:
+        super().__init__(cacheable, journaled)
         self.rtype: Any = _NOTHING
         self.name = name
 
@@ -204,12 +233,18 @@ class MethodSite(CallSite):
         graph = _threads.graph
         if graph is None:
             return fn
-        routed = _route(graph, fn, protected=False)
+        routed = _route(graph, fn, protected=False, journaled=self.journaled)
         if self.cacheable and _plain_to_call(fn, routed):
             receiver = getattr(fn, "__self__", None)
             kind = type(receiver)
             if (kind is not types.ModuleType and receiver is not None and _static_type(kind)
-                    and _method_descriptor(getattr(kind, self.name, None))):
+                    and _method_descriptor(getattr(kind, self.name, None))
+                    and not (self.journaled and kind in _LOCAL_METHOD_TYPES
+                             and self.name not in journal.READ_ONLY)):
+                # In journaled code (generators, try/with blocks whose calls
+                # overlap) a method that changes a local container must be
+                # recorded: only the receiver types and methods that never
+                # need a record skip ``route``.
                 self.rtype = kind
         return routed
 
@@ -486,7 +521,7 @@ def _call_sync(graph: Graph, fn: Any, protected: bool, *args: Any, **kwargs: Any
 
 def local(container: Any) -> Any:
     """A container the schedule function just built: local until it escapes."""
-    graph = current_graph()
+    graph = _threads.graph
     if graph is not None and type(container) in _LOCAL_METHOD_TYPES:
         graph.add_local(container)
     return container
@@ -579,6 +614,12 @@ def resolve(value: Any) -> Any:
     """A value that code elsewhere may see (closure cells): waits for it, and it escapes."""
     graph = current_graph()
     return resolve_deep(value, graph.local if graph is not None else None)
+
+
+def forwards_resolved(iterator: Any) -> bool:
+    """True if what ``yield from iterator`` hands through is resolved already: a
+    generator running rewritten code resolves its own yields (``resolve_yield``)."""
+    return type(iterator) is types.GeneratorType and id(iterator.gi_code) in _inline_codes
 
 
 def resolve_yield(value: Any) -> Any:

@@ -153,14 +153,21 @@ HAND_OVER = frozenset({"STORE_ATTR", "STORE_SUBSCR", "STORE_SLICE", "STORE_GLOBA
                        "YIELD_VALUE"})
 
 
-def escaping_stores(items: list[Any], flow: Flow, found: set[Producer]) -> set[int]:
-    """Stores, yields and cell writes whose stored value may be maybe-local."""
+def escaping_stores(items: list[Any], flow: Flow, found: set[Producer],
+                    spec: Spec311 | None = None) -> set[int]:
+    """Stores, yields and cell writes whose stored value may be maybe-local; and
+    in-place operators whose operand may be (``obj += local_list`` hands it to
+    ``obj``)."""
     result = set()
     for index, item in enumerate(items):
-        if isinstance(item, Instr) and item.name in HAND_OVER and index in flow.before:
-            stack = flow.before[index]
+        if not isinstance(item, Instr) or index not in flow.before:
+            continue
+        stack = flow.before[index]
+        if item.name in HAND_OVER:
             # STORE_SUBSCR: [value, container, key]; STORE_SLICE: [value, container, start, stop]
             depth = {"STORE_ATTR": 2, "STORE_SUBSCR": 3, "STORE_SLICE": 4}.get(item.name, 1)
             if len(stack) >= depth and any(p in found for p in stack[-depth]):
                 result.add(index)
+        elif spec is not None and spec.is_inplace(item) and stack and any(p in found for p in stack[-1]):
+            result.add(index)
     return result

@@ -234,3 +234,58 @@ def _range_iterator(items: list[Any], flow: Flow, spec: Spec311, producer: Produ
     if instr.name != "LOAD_GLOBAL" or instr.arg[1] != "range":
         return None
     return load[0]
+
+
+# Builds whose value is always a new container of one exact type.
+_BUILD_TYPES = {"BUILD_LIST": list, "BUILD_MAP": dict, "BUILD_CONST_KEY_MAP": dict, "BUILD_SET": set}
+
+
+def typed_locals(items: list[Any], flow: Flow, code: types.CodeType) -> dict[str, type]:
+    """Local variables that only ever hold a list (or only a dict, or only a set)
+    that the code built itself: every store into them is of a ``BUILD_*``.
+
+    Parameters, cells, and the variables of code that can reach its frame's
+    locals are left out (as for ``find_natives``).
+    """
+    names = _candidate_names(items, code)
+    found: dict[str, type] = {}
+    for name, slots in _stores(items, flow).items():
+        if name not in names:
+            continue
+        kinds = set()
+        for slot in slots:
+            for producer in slot:
+                instr = items[producer[0]] if producer[0] != "handler" else None
+                kinds.add(_BUILD_TYPES.get(instr.name) if isinstance(instr, Instr) else None)
+        if len(kinds) == 1 and None not in kinds:
+            found[name] = kinds.pop()
+    return found
+
+
+def typed_receiver(items: list[Any], flow: Flow, index: int, typed: dict[str, type]) -> type | None:
+    """The exact type of the value on top of the stack before ``items[index]``, if
+    it is always a load of one of the ``typed`` variables."""
+    stack = flow.before.get(index)
+    if not stack or not stack[-1]:
+        return None
+    kinds = set()
+    for producer in stack[-1]:
+        if producer[0] == "handler":
+            return None
+        load = items[producer[0]]
+        if load.name not in _LOCAL_LOADS or load.name == "LOAD_FAST_AND_CLEAR":
+            return None
+        names = _arg_names(load)
+        if load.name == "STORE_FAST_LOAD_FAST":
+            names = names[-1:]
+            if producer[1] != 0:
+                return None
+        elif producer[1] >= len(names):
+            return None
+        else:
+            names = names[producer[1]:producer[1] + 1]
+        name = names[0]
+        if not isinstance(name, str) or name not in typed:
+            return None
+        kinds.add(typed[name])
+    return kinds.pop() if len(kinds) == 1 else None

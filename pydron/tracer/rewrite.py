@@ -13,6 +13,14 @@ immutable builtins. Nested functions keep their plain code and get a rewritten
 twin. Inside try and with blocks that run one call at a time, calls use
 ``route_protected``, and entering such a block is a sync point. Everything
 that depends on the CPython version is in ``versions``.
+
+Glue fast paths (issue 12): a call whose arguments are plain loads tests one
+cache, ``CallSite.native`` (valid only while no future exists), and then runs
+the plain arguments and call, its routed way put out of line; method calls on
+a list, dict or set the code built need no receiver test; a generator hands
+the values of a rewritten generator through ``yield from`` unchecked; while
+no future exists a yield of a plain call's result, in-place operators and
+constants are not checked; 3.11 while loops get specialized early.
 """
 from __future__ import annotations
 
@@ -27,10 +35,10 @@ from typing import Any
 from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 
 from pydron.runtime import purity
-from pydron.runtime.future import FUTURES, Future
+from pydron.runtime.future import FUTURES, LIVE, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
-from pydron.tracer.natives import find_natives
+from pydron.tracer.natives import find_natives, native_constant, typed_locals, typed_receiver
 from pydron.tracer.regions import Overlap, find_overlap
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
@@ -65,12 +73,17 @@ class Plan:
     # function made there): their callable is routed every time.
     lazy_args: set[int] = field(default_factory=set)
     flow_consumers: dict = field(default_factory=dict)
+    flow_before: dict = field(default_factory=dict)  # stack.Flow.before: item -> its input slots
     call_producers: dict[int, frozenset] = field(default_factory=dict)  # call -> its callable's producers
     # Where a local container may be handed over (escapes.py): these calls and
     # stores go through the runtime whenever a local container exists.
     escaping_calls: set[int] = field(default_factory=set)
     escaping_stores: set[int] = field(default_factory=set)
     holder_builds: set[int] = field(default_factory=set)  # temporary containers holding one
+    # Method loads whose receiver is always a list, dict or set the code built
+    # itself (natives.typed_locals) -> its type: outside journaled code their
+    # site would only ever find that type plain, so no test is emitted.
+    typed_receivers: dict[int, type] = field(default_factory=dict)
 
 
 def code_kind(code: types.CodeType) -> str | None:
@@ -106,7 +119,11 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
             f"{code.co_qualname}: {exc}") from None
     plan = analyse(items, flow, spec, code_kind(code))
     _plan_natives(code, items, flow, spec, plan, namespace)
+    _plan_typed_receivers(code, items, flow, spec, plan)
     new_items = _emit(items, plan, spec, code_kind(code) == "generator", namespace, journal_all)
+    if code_kind(code) == "generator":
+        new_items = _unchecked_yield_from(new_items, _yield_from_loops(items), spec)
+    new_items = spec.warm_loops(new_items)
     bc.clear()
     bc.extend(new_items)
     try:
@@ -166,6 +183,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     """Decide which calls to route and where their callables are produced."""
     plan = Plan(protected=protected_items(items))
     plan.flow_consumers = flow.consumers
+    plan.flow_before = flow.before
     plan.overlap = find_overlap(items, spec, plan.protected)
     # Even a block that runs its calls one at a time can hold calls issued
     # together (sum over a generator expression): every handler settles which
@@ -240,7 +258,7 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     plan.call_producers = dict(calls)
     found = maybe_local(items, flow, spec, plan.local_builds)
     plan.escaping_calls = escaping_calls(items, flow, spec, calls, found)
-    plan.escaping_stores = escaping_stores(items, flow, found)
+    plan.escaping_stores = escaping_stores(items, flow, found, spec)
     plan.holder_builds = {index for index, output in found
                           if isinstance(items[index], Instr) and items[index].name in BUILDS
                           and index not in plan.local_builds}
@@ -271,6 +289,27 @@ def _plan_natives(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec
     for index in natives.guards:
         where = f"{code.co_qualname} ({code.co_filename}, line {items[index].location.lineno})"
         plan.range_guards[index] = sp.rebound_builtin("range", where)
+
+
+def _plan_typed_receivers(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec311,
+                          plan: Plan) -> None:
+    """Method calls on a local list, dict or set (``out.append(x)``) that need no
+    receiver test: the method is one that ``route`` hands back as it is for a
+    local container, and a plain one for any other container of that type."""
+    typed = None
+    for (index, _), protected in plan.wraps.items():
+        item = items[index]
+        if protected or not spec.is_method_load(item):
+            continue
+        if typed is None:
+            typed = typed_locals(items, flow, code)
+            if not typed:
+                return
+        kind = typed_receiver(items, flow, index, typed)
+        name = item.arg if isinstance(item.arg, str) else item.arg[1]
+        if (kind is not None and name in sp._NATIVE_LOCAL_METHODS
+                and sp._method_descriptor(getattr(kind, name, None))):
+            plan.typed_receivers[index] = kind
 
 
 def _producer_ok(items: list[Any], producer: tuple, spec: Spec311, plan: Plan) -> bool:
@@ -335,21 +374,21 @@ def _unless_runtime_needed(plain: Label, spec: Spec311, location: Any, escaping:
     """
     if escaping:
         runtime = Label()
-        seq = [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+        seq = [Instr("LOAD_CONST", LIVE, location=location),
                *spec.to_bool(location), Instr(spec.jump_if_true, runtime, location=location)]
         if exempt is not None:
             seq += [Instr("COPY", callable_depth, location=location),
                     Instr("LOAD_CONST", exempt, location=location), Instr("IS_OP", 0, location=location),
                     Instr(spec.jump_if_true, plain, location=location)]
         if receiver_depth:
-            seq += [Instr("COPY", receiver_depth, location=location), *_helper_on_top(type, spec, location),
+            seq += [*spec.type_of(receiver_depth, location),
                     Instr("LOAD_CONST", purity.IMMUTABLE_RECEIVERS, location=location),
                     Instr("CONTAINS_OP", 0, location=location),
                     Instr(spec.jump_if_true, plain, location=location)]
         seq += [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("locals", location),
                 *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location), runtime]
         return seq
-    return [Instr("LOAD_CONST", FUTURES, location=location), spec.load_attr("live", location),
+    return [Instr("LOAD_CONST", LIVE, location=location),
             *spec.to_bool(location), Instr(spec.jump_if_false, plain, location=location)]
 
 
@@ -368,12 +407,45 @@ def _site_route(site: Any, spec: Spec311, location: Any) -> list[Instr]:
             route, *_helper_on_top(site.route, spec, location), skip]
 
 
-def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool) -> tuple[set[int], set[int]]:
-    """The routed calls whose callable comes only from method loads outside try/with
-    blocks (and those loads): they keep the interpreter's method layout."""
+def _site_route_native(site: Any, spec: Spec311, location: Any, fast: Label | None,
+                       defaults: bool) -> list[Instr]:
+    """``_site_route`` for a gate-free call: first the callable the site calls
+    the plain way (to ``fast``), then its twin caches, then the cache that still
+    needs the gate: with no future around, the first is all that ever hits,
+    but for a nested function, whose twin comes next (``defaults``: also the
+    twin of one with defaults, tested here rather than in ``route``)."""
+    skip, not_plain, route = Label(), Label(), Label()
+
+    def cached(attr: str, jump: str, target: Label) -> list[Instr]:
+        return [Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+                spec.load_attr(attr, location), Instr("IS_OP", 0, location=location),
+                Instr(jump, target, location=location)]
+
+    def twin(attr: str) -> list[Instr]:
+        return [Instr("POP_TOP", location=location), Instr("LOAD_CONST", site, location=location),
+                spec.load_attr(attr, location), Instr("JUMP_FORWARD", skip, location=location)]
+
+    seq = [*(cached("native", spec.jump_if_true, fast) if fast is not None else []),
+           *cached("plain", spec.jump_if_false, not_plain), *twin("twin"), not_plain]
+    if defaults:
+        stale = Label()
+        seq += cached("dplain", spec.jump_if_false, stale)
+        for attr in ("__defaults__", "__kwdefaults__"):
+            seq += [Instr("COPY", 1, location=location), spec.load_attr(attr, location),
+                    Instr("LOAD_CONST", site, location=location), spec.load_attr("dtwin", location),
+                    spec.load_attr(attr, location), Instr("IS_OP", 0, location=location),
+                    Instr(spec.jump_if_false, stale, location=location)]
+        seq += [*twin("dtwin"), stale]
+    return [*seq, *cached("fast", spec.jump_if_true, skip),
+            route, *_helper_on_top(site.route, spec, location), skip]
+
+
+def _method_layout(items: list[Any], plan: Plan, spec: Spec311) -> tuple[set[int], set[int]]:
+    """The routed calls whose callable comes only from method loads outside
+    one-at-a-time try/with blocks (and those loads): they keep the
+    interpreter's method layout."""
     loads = {index for (index, _), protected in plan.wraps.items()
-             if not protected and spec.is_method_load(items[index])
-             and not generator and index not in plan.overlap.items}
+             if not protected and spec.is_method_load(items[index])}
     while True:
         calls: set[int] = set()
         mixed: set[int] = set()
@@ -388,20 +460,21 @@ def _method_layout(items: list[Any], plan: Plan, spec: Spec311, generator: bool)
         loads -= mixed
 
 
-def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool) -> list[Instr]:
+def _method_site(load: Instr, spec: Spec311, location: Any, cacheable: bool,
+                 journaled: bool = False) -> list[Instr]:
     """``receiver.name``, to be called: the interpreter's own method load when the
     receiver's type is one the site found plain, else the routed bound attribute
     under ``operator.call`` (the same two stack slots either way)."""
     name = load.arg if isinstance(load.arg, str) else load.arg[1]
-    site = sp.MethodSite(cacheable, name)
-    slow, join = Label(), Label()
-    return [Instr("COPY", 1, location=location), *_helper_on_top(type, spec, location),
+    site = sp.MethodSite(cacheable, name, journaled)
+    fast, join = Label(), Label()
+    # the fast way last, so that it needs no jump after the method load
+    return [*spec.type_of(1, location),
             Instr("LOAD_CONST", site, location=location), spec.load_attr("rtype", location),
-            Instr("IS_OP", 0, location=location), Instr(spec.jump_if_false, slow, location=location),
-            load, Instr("JUMP_FORWARD", join, location=location),
-            slow, spec.plain_attr(load), *_helper_on_top(site.route, spec, location),
+            Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, fast, location=location),
+            spec.plain_attr(load), *_helper_on_top(site.route, spec, location),
             Instr("LOAD_CONST", operator.call, location=location), Instr("SWAP", 2, location=location),
-            join]
+            Instr("JUMP_FORWARD", join, location=location), fast, load, join]
 
 
 def _non_retaining_builtin(items: list[Any], producers: frozenset) -> Any:
@@ -460,6 +533,55 @@ def _gate(call: Instr, spec: Spec311, location: Any, kw_names: tuple | None, joi
     return seq
 
 
+# Arguments that cannot make a future, nor run code that could.
+_PURE_LOADS = frozenset({"LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_LOAD_FAST", "LOAD_CONST",
+                         "LOAD_DEREF", "PUSH_NULL", "NOP"})
+
+
+def _gate_free_calls(items: list[Any], plan: Plan, spec: Spec311, call_starts: dict[int, int],
+                     method_calls: set[int], method_loads: set[int]) -> dict[int, int]:
+    """callable's producer -> call, for the calls whose arguments are plain loads.
+
+    Between the callable and the call nothing runs that could make a future,
+    so if none exists when the callable is found plain to call
+    (``CallSite.native``), none exists at the call, which then needs no gate.
+    Left out: calls that may hand a local container over (they go through the
+    runtime while one exists), lazy arguments, ``*args``, try/with blocks and
+    anything else that inserts code between the callable and the call.
+    """
+    starts = {call: start for start, call in call_starts.items()}
+    busy = (plan.syncs_before | plan.overlap.sync_before | plan.overlap.reconcile | plan.overlap.sync_after
+            | plan.settle_after | plan.overlap.items | plan.protected | plan.local_builds
+            | plan.holder_builds | set(plan.range_guards))
+    found: dict[int, int] = {}
+    for call, protected in plan.routed_calls.items():
+        if (protected or call in method_calls or call in plan.escaping_calls
+                or call in plan.lazy_args or items[call].name not in ("CALL", "CALL_KW")):
+            continue
+        producers = plan.call_producers.get(call, frozenset())
+        if len(producers) != 1:
+            continue
+        (producer,) = producers
+        if producer[0] == "handler":
+            continue
+        load_index = producer[0]
+        load = items[load_index]
+        if (load.name in spec.call_names or call in {key[0] for key in plan.wraps}
+                or load_index in method_loads or spec.is_method_load(load) or load.name == "LOAD_FAST_LOAD_FAST"
+                or plan.wraps.get(producer) is not False
+                or [key for key in plan.wraps if key[0] == load_index] != [producer]
+                or {ci for ci, _ in plan.flow_consumers.get(producer, ())} != {call}):
+            continue
+        between = items[load_index + 1:starts.get(call, call)]
+        calling = items[starts.get(call, call):call + 1]
+        if (all(isinstance(i, Instr) and i.name in _PURE_LOADS for i in between)
+                and all(isinstance(i, Instr) and i.name in ("KW_NAMES", "PRECALL", "CALL", "CALL_KW")
+                        for i in calling)
+                and not busy & set(range(load_index, call + 1))):
+            found[load_index] = call
+    return found
+
+
 def _sync_statement(spec: Spec311, location: Any) -> list[Instr]:
     return _if_futures([Instr("LOAD_CONST", None, location=location),
                         *_helper_on_top(sp.sync, spec, location),
@@ -499,8 +621,26 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
         call_starts[start] = call
         joins[call] = Label()
     flow_consumers = plan.flow_consumers
-    method_calls, method_loads = _method_layout(items, plan, spec, generator or journal_all)
+    method_calls, method_loads = _method_layout(items, plan, spec)
+    gate_free = _gate_free_calls(items, plan, spec, call_starts, method_calls, method_loads)
+    # A gate-free call's checked way is put out of line, after the code (so that
+    # the plain way is short, and the jumps across it need no EXTENDED_ARG):
+    # while its items are emitted, ``out`` is that block; ``slow_end`` holds the
+    # last item of it -> (where the plain way goes on, the block's try entry).
+    main: list[Any] = []
+    out = main
+    deferred: dict[int, list[Any]] = {}  # id(label where the plain way goes on) -> block
+    slow_end: dict[int, tuple[Label, TryBegin | None]] = {}
+    open_entries: list[TryBegin] = []
+
+    def join_of(call: int, location: Any) -> list[Any]:
+        """Where both ways of a routed call meet."""
+        return [joins[call]]
     for index, item in enumerate(items):
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd) and item.entry in open_entries:
+            open_entries.remove(item.entry)
         if isinstance(item, TryBegin):
             covered = _first_instr_after(items, index)
 
@@ -556,9 +696,34 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 wrap = _helper_on_top(sp.route_protected, spec, location)
             else:
                 fed = {ci for output in outputs for ci, _ in flow_consumers.get((index, output), ())}
-                site = sp.CallSite(cacheable=not (fed & plan.lazy_args), journaled=journaled)
+                site = sp.CallSite(cacheable=not (fed & plan.lazy_args), journaled=journaled,
+                                   gate_free=index in gate_free)
                 wrap = _site_route(site, spec, location)
                 native = None
+                if index in gate_free and out is main and len(open_entries) <= 1:
+                    # While no future exists, the callable this site calls as it is
+                    # runs the plain code, arguments and call, with no gate; the
+                    # routed way is emitted out of line (see ``deferred``).
+                    call = gate_free[index]
+                    end = call + 2 if generator and _yields_call_result(items, plan, call) else call
+                    slow, back = Label(), Label()
+                    loaded = (spec.load_callable_then_null(item, []) if item.name == "LOAD_GLOBAL"
+                              else [_nested(item, namespace, journal_all)])
+                    head, tail = loaded[:1], loaded[1:]
+                    plain = [Instr(i.name, i.arg, location=i.location) for i in items[index + 1:end + 1]]
+                    main += [*head, Instr("COPY", 1, location=location), Instr("LOAD_CONST", site, location=location),
+                             spec.load_attr("native", location), Instr("IS_OP", 0, location=location),
+                             Instr(spec.jump_if_false, slow, location=location), *tail, *plain, back]
+                    entry = None
+                    out = []
+                    if open_entries:
+                        entry = TryBegin(open_entries[0].target, open_entries[0].push_lasti,
+                                         stack_depth=open_entries[0].stack_depth)
+                        out.append(entry)
+                    out += [slow, *_site_route_native(site, spec, location, None, item.name in (
+                        "LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK")), *tail]
+                    slow_end[end] = (back, entry)
+                    continue
             if index in plan.range_guards:
                 # Loops over this call were typed: anything but the builtin is an error.
                 wrap = _helper_on_top(plan.range_guards[index], spec, location)
@@ -569,12 +734,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 wrap = [Instr("COPY", 1, location=location), Instr("LOAD_CONST", native, location=location),
                         Instr("IS_OP", 0, location=location), Instr(spec.jump_if_true, skip, location=location),
                         *wrap, skip]
-            if index in method_loads:
-                out.extend(_method_site(item, spec, location, site.cacheable))
+            if index in method_loads and index in plan.typed_receivers and not journaled:
+                out.append(item)  # the interpreter's own method load (see Plan.typed_receivers)
+            elif index in method_loads:
+                out.extend(_method_site(item, spec, location, site.cacheable, journaled))
             elif spec.is_method_load(item):
                 out.extend(spec.method_to_plain(spec.plain_attr(item), wrap))
             elif item.name == "LOAD_GLOBAL" and item.arg[0]:
-                out.extend(spec.load_callable_then_null(spec.plain_global(item), wrap))
+                out.extend(spec.load_callable_then_null(item, wrap))
             elif item.name == "LOAD_FAST_LOAD_FAST":
                 first, second = item.arg
                 out.append(Instr("LOAD_FAST", first, location=location))
@@ -586,21 +753,35 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
             else:
                 out.append(_nested(item, namespace, journal_all))
                 if index in joins:  # ``f(x)(y)``: this call's result is the next callable
-                    out.append(joins[index])
+                    out.extend(join_of(index, location))
                 out.extend(wrap)
             continue
         if index in plan.native_inplace:
             out.append(item)  # immutable builtins: rebound, never shared, never futures
         elif index in joins:
             out.append(item)
-            out.append(joins[index])
+            out.extend(join_of(index, location))
         else:
             rewritten = _statement(item, spec, generator, namespace=namespace, journaled=journaled,
                                    journal_all=journal_all)
-            if (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
+            if spec.is_inplace(item) and not journaled:
+                # Without futures (and, where the operand may be a local
+                # container, without one) the helper does what the operator does.
+                plain = Instr(item.name, item.arg, location=location)
+                out.extend(_if_futures(rewritten, [plain], spec, location, index in plan.escaping_stores))
+            elif _constant_operands(items, plan, index, item):
+                out.append(item)  # ``yield "null"``: immutable constants are never futures
+            elif (item.name in PLAIN_WITHOUT_FUTURES or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE"))) \
                     and rewritten != [item]:
                 escaping = index in plan.escaping_stores
-                if rewritten[-1] is item:  # a helper on the value, then the instruction itself
+                send = items[index - 1] if item.name == "YIELD_VALUE" and index else None
+                if isinstance(send, Instr) and send.name == "SEND" and spec.send_lookback(send):
+                    # ``yield from``: 3.11 wants a SEND right before the YIELD_VALUE
+                    plain = Label()
+                    out.extend([*_unless_runtime_needed(plain, spec, location, escaping), *rewritten[:-1],
+                                Instr("JUMP_FORWARD", plain, location=location),
+                                *spec.send_lookback(send), plain, item])
+                elif rewritten[-1] is item:  # a helper on the value, then the instruction itself
                     out.extend(_if_futures(rewritten[:-1], [], spec, location, escaping))
                     out.append(item)
                 else:
@@ -618,7 +799,201 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                         Instr("PUSH_EXC_INFO", location=location)])
         if index in plan.overlap.sync_after or index in plan.settle_after:
             out.extend(_sync_statement(spec, location))
-    return out
+        if index in slow_end:
+            back, entry = slow_end.pop(index)
+            out.append(Instr("JUMP_BACKWARD", back, location=location))
+            if entry is not None:
+                out.append(TryEnd(entry))
+            deferred[id(back)] = out
+            out = main
+    return _place_blocks(main, deferred)
+
+
+def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
+    """Put each out-of-line block after the first instruction that does not fall
+    through (a jump, return or raise) following its call, so that the jump to
+    it stays short; an exception-table entry open there is ended before the
+    blocks (which carry their own) and opened again after them."""
+    result: list[Any] = []
+    pending: list[list[Any]] = []
+    open_entries: list[TryBegin] = []
+    replaced: dict[int, TryBegin] = {}
+
+    def current(entry: TryBegin) -> TryBegin:
+        while id(entry) in replaced:
+            entry = replaced[id(entry)]
+        return entry
+
+    for item in main:
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd):
+            entry = current(item.entry)
+            if entry in open_entries:
+                open_entries.remove(entry)
+            if result and result[-1] is entry:
+                result.pop()  # opened again just before: nothing left to cover
+                continue
+            if entry is not item.entry:
+                item = TryEnd(entry)
+        result.append(item)
+        if isinstance(item, Label) and id(item) in blocks:
+            pending.append(blocks.pop(id(item)))
+        elif pending and isinstance(item, Instr) and item.is_final() and len(open_entries) <= 1:
+            outer = open_entries[0] if open_entries else None
+            if outer is not None:
+                result.append(TryEnd(outer))
+            for block in pending:
+                result.extend(block)
+            pending = []
+            if outer is not None:
+                again = TryBegin(outer.target, outer.push_lasti, stack_depth=outer.stack_depth)
+                replaced[id(outer)] = again
+                open_entries[0] = again
+                result.append(again)
+    for block in [*pending, *blocks.values()]:
+        result.extend(block)
+    return result
+
+
+def _constant_operands(items: list[Any], plan: Plan, index: int, item: Instr) -> bool:
+    """True for a yield, ``is`` or ``is None`` test whose operands are immutable
+    builtin constants: the plain instruction does what the helper would."""
+    if item.name == "YIELD_VALUE" or item.name.endswith(("_IF_NONE", "_IF_NOT_NONE")):
+        depth = 1
+    elif item.name == "IS_OP":
+        depth = 2
+    else:
+        return False
+    if index in plan.escaping_stores or index not in plan.flow_before:
+        return False
+    stack = plan.flow_before[index]
+    return len(stack) >= depth and all(
+        slot and all(p[0] != "handler" and items[p[0]].name == "LOAD_CONST" and native_constant(items[p[0]].arg)
+                     for p in slot)
+        for slot in stack[len(stack) - depth:])
+
+
+def _yields_call_result(items: list[Any], plan: Plan, call: int) -> bool:
+    """True if ``items[call]`` is directly followed by ``YIELD_VALUE`` and ``RESUME``.
+
+    Called the plain way (no future exists, the callable is one the site found
+    plain to call, its arguments are plain loads), a call returns no future
+    and no container holding one (code outside the schedule function never
+    sees them), nor a local container (only handed over where the call would
+    not be plain): the check before the yield would change nothing.
+    """
+    if call + 2 >= len(items):
+        return False
+    yielded, resume = items[call + 1], items[call + 2]
+    return (isinstance(yielded, Instr) and yielded.name == "YIELD_VALUE"
+            and isinstance(resume, Instr) and resume.name == "RESUME"
+            and call + 1 not in plan.escaping_stores
+            and not {call + 1, call + 2} & (plan.overlap.items | plan.overlap.reconcile
+                                             | plan.overlap.sync_after | plan.settle_after
+                                             | plan.syncs_before | plan.overlap.sync_before))
+
+
+# -- ``yield from`` a rewritten generator ---------------------------------------------
+_YIELD_FROM_LOOP = ("SEND", "YIELD_VALUE", "RESUME", "JUMP_BACKWARD_NO_INTERRUPT")
+
+
+def _yield_from_loops(items: list[Any]) -> dict[int, list[Any]]:
+    """id(loop label) -> the original items of each ``yield from`` loop, from its
+    label to its ``JUMP_BACKWARD_NO_INTERRUPT``: ``SEND``, ``YIELD_VALUE``,
+    ``RESUME`` and exception-table boundaries only."""
+    loops: dict[int, list[Any]] = {}
+    for index, item in enumerate(items):
+        if not (isinstance(item, Instr) and item.name == "SEND" and index > 0
+                and isinstance(items[index - 1], Label)):
+            continue
+        label = items[index - 1]
+        for end in range(index + 1, min(index + 12, len(items))):
+            other = items[end]
+            if isinstance(other, (TryBegin, TryEnd)):
+                continue
+            if not isinstance(other, Instr) or other.name not in _YIELD_FROM_LOOP:
+                break
+            if other.name == "JUMP_BACKWARD_NO_INTERRUPT":
+                region = items[index - 1:end + 1]
+                names = [i.name for i in region if isinstance(i, Instr)]
+                if other.arg is label and names == list(_YIELD_FROM_LOOP):
+                    loops[id(label)] = region
+                break
+    return loops
+
+
+def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spec311) -> list[Any]:
+    """Give each ``yield from`` loop a copy without the check of the yielded value.
+
+    A generator whose code the tracer rewrote resolves what it yields itself
+    (``resolve_yield``), so the values it hands through ``yield from`` need no
+    second look: ``sp.forwards_resolved`` picks the copy for such a generator
+    once per ``yield from``; any other iterable (a local list holding futures,
+    say) runs the original loop, which checks each value. The copy's
+    exception-table entries are copies of the original's; the entry open
+    where the copy is put is ended before it and reopened after it.
+    """
+    if not loops:
+        return out
+    result: list[Any] = []
+    open_entries: list[TryBegin] = []
+    replaced: dict[int, TryBegin] = {}
+
+    def current(entry: TryBegin) -> TryBegin:
+        while id(entry) in replaced:
+            entry = replaced[id(entry)]
+        return entry
+
+    def copy_of(entry: TryBegin) -> TryBegin:
+        return TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
+
+    for item in out:
+        if isinstance(item, TryBegin):
+            open_entries.append(item)
+        elif isinstance(item, TryEnd):
+            entry = current(item.entry)
+            if entry in open_entries:
+                open_entries.remove(entry)
+            if entry is not item.entry:
+                item = TryEnd(entry)
+        elif isinstance(item, Label) and id(item) in loops and len(open_entries) <= 1:
+            region = loops[id(item)]
+            send = region[1]
+            location = send.location
+            # [iterator, value to send]: the copy for a rewritten generator
+            result += [Instr("COPY", 2, location=location),
+                       *_helper_on_top(sp.forwards_resolved, spec, location),
+                       Instr(spec.jump_if_false, item, location=location)]
+            outer = open_entries[0] if open_entries else None
+            active = None
+            if outer is not None:
+                result.append(TryEnd(outer))
+                active = copy_of(outer)
+                result.append(active)
+            start = Label()
+            result.append(start)
+            for piece in region[1:]:
+                if isinstance(piece, TryBegin):
+                    active = copy_of(piece)
+                    result.append(active)
+                elif isinstance(piece, TryEnd):
+                    if active is not None:
+                        result.append(TryEnd(active))
+                    active = None
+                elif piece.name == "JUMP_BACKWARD_NO_INTERRUPT":
+                    result.append(Instr(piece.name, start, location=piece.location))
+                else:
+                    result.append(Instr(piece.name, piece.arg, location=piece.location))
+            if active is not None:
+                result.append(TryEnd(active))
+            if outer is not None:
+                again = copy_of(outer)
+                replaced[id(outer)] = again
+                open_entries[0] = again
+                result.append(again)
+        result.append(item)
+    return result
 
 
 def _native_builtin(item: Instr) -> Any:
@@ -687,13 +1062,11 @@ def _statement(item: Instr, spec: Spec311, generator: bool, journaled: bool = Fa
         # Numbers, strings and futures take the interpreter's own path; other
         # targets (maybe shared, mutable) go through the helper.
         slow, end = Label(), Label()
-        return [Instr("COPY", 1, location=location),
-                *_helper_on_top(type, spec, location),
+        return [*spec.type_of(1, location),
                 Instr("LOAD_CONST", Future, location=location),
                 Instr("IS_OP", 0, location=location),
                 Instr(spec.jump_if_true, slow, location=location),
-                Instr("COPY", 2, location=location),
-                *_helper_on_top(type, spec, location),
+                *spec.type_of(2, location),
                 Instr("LOAD_CONST", sp.NATIVE_INPLACE_TYPES, location=location),
                 Instr("CONTAINS_OP", 0, location=location),
                 Instr(spec.jump_if_false, slow, location=location),

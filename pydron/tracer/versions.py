@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bytecode import Instr
+from bytecode import Instr, Label
+
+_NEGATED = {"TRUE": "FALSE", "FALSE": "TRUE", "NONE": "NOT_NONE", "NOT_NONE": "NONE"}
 
 # Depths count from the top of the stack: 1 is the top.
 
@@ -92,6 +94,16 @@ class Spec311:
         return [Instr("PRECALL", nargs - 1, location=location),
                 Instr("CALL", nargs - 1, location=location)]
 
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        """Push ``type(value)`` of the value at ``depth`` (1: the top), which stays.
+
+        The call has the layout the compiler gives ``type(x)`` (NULL slot
+        included), which the interpreter specializes; the method form does not.
+        """
+        return [Instr("PUSH_NULL", location=location), Instr("LOAD_CONST", type, location=location),
+                Instr("COPY", depth + 2, location=location), Instr("PRECALL", 1, location=location),
+                Instr("CALL", 1, location=location)]
+
     def plain_attr(self, instr: Instr) -> Instr:
         return Instr("LOAD_ATTR", instr.arg, location=instr.location)
 
@@ -124,9 +136,12 @@ class Spec311:
         return Instr("LOAD_GLOBAL", (False, instr.arg[1]), location=instr.location)
 
     def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
-        """Replace a NULL-pushing load of a callable by: NULL, wrapped callable."""
-        location = load.location
-        return [Instr("PUSH_NULL", location=location), load, *wrap]
+        """Replace a NULL-pushing ``LOAD_GLOBAL`` of a callable by: NULL, wrapped callable.
+
+        The NULL goes below the callable: the load itself stays, and the wrap
+        works on the callable on top.
+        """
+        return [load, *wrap]
 
     def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
         """Replace a method load by a bound-attribute load, wrapped, in call layout."""
@@ -139,6 +154,36 @@ class Spec311:
 
     def is_inplace(self, instr: Instr) -> bool:
         return instr.name == "BINARY_OP" and int(instr.arg) >= 13
+
+    def warm_loops(self, items: list[Any]) -> list[Any]:
+        """3.11 specializes a code object's instructions only after 8 calls or
+        unconditional backward jumps (RESUME, JUMP_BACKWARD), so a function whose
+        loops are ``while`` loops (conditional backward jumps) runs unspecialized
+        for its first 8 calls, which the rewritten code's many attribute loads
+        and calls feel more than the plain code. Each conditional backward jump
+        becomes a forward jump over an unconditional one: one instruction more
+        per iteration, specialized after 8 iterations. 3.12 specializes at once.
+        """
+        warmed: list[Any] = []
+        for item in items:
+            if isinstance(item, Instr) and item.name.startswith("POP_JUMP_BACKWARD_IF_"):
+                condition = item.name[len("POP_JUMP_BACKWARD_IF_"):]
+                skip = Label()
+                warmed += [Instr("POP_JUMP_FORWARD_IF_" + _NEGATED[condition], skip, location=item.location),
+                           Instr("JUMP_BACKWARD", item.arg, location=item.location), skip]
+            else:
+                warmed.append(item)
+        return warmed
+
+    def send_lookback(self, send: Instr) -> list[Instr]:
+        """Unreachable code to put right before a ``yield from`` loop's YIELD_VALUE
+        when code was inserted between it and its SEND.
+
+        3.11's ``generator.throw()`` finds the end of the loop from the SEND just
+        before the YIELD_VALUE it is suspended at (its argument is the distance);
+        3.12 and later use the exception table instead.
+        """
+        return [Instr("SEND", send.arg, location=send.location)]
 
 
 class Spec312(Spec311):
@@ -168,6 +213,16 @@ class Spec312(Spec311):
 
     def call(self, nargs: int, location: Any) -> list[Instr]:
         return [Instr("CALL", nargs - 1, location=location)]
+
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        return [Instr("PUSH_NULL", location=location), Instr("LOAD_CONST", type, location=location),
+                Instr("COPY", depth + 2, location=location), Instr("CALL", 1, location=location)]
+
+    def send_lookback(self, send: Instr) -> list[Instr]:
+        return []
+
+    def warm_loops(self, items: list[Any]) -> list[Any]:
+        return items
 
 
 class Spec313(Spec312):
@@ -212,11 +267,15 @@ class Spec313(Spec312):
     def method_null_output(self) -> int:
         return 1
 
+    def type_of(self, depth: int, location: Any) -> list[Instr]:
+        return [Instr("LOAD_CONST", type, location=location), Instr("PUSH_NULL", location=location),
+                Instr("COPY", depth + 2, location=location), Instr("CALL", 1, location=location)]
+
     def callable_output_of_global(self) -> int:
         return 0
 
     def load_callable_then_null(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
-        return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
+        return [self.plain_global(load), *wrap, Instr("PUSH_NULL", location=load.location)]
 
     def method_to_plain(self, load: Instr, wrap: list[Instr]) -> list[Instr]:
         return [load, *wrap, Instr("PUSH_NULL", location=load.location)]
