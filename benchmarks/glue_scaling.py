@@ -277,7 +277,11 @@ def scaling_family(args, env, log) -> tuple[list[str], dict]:
                 if ok and previous_plain and previous_plain["status"] == "ok":
                     own = pd["seconds"] - plain["seconds"]
                     own_before = previous["seconds"] - previous_plain["seconds"]
-                if own is not None and own_before and own_before > 0:
+                if own is not None and own <= 0:  # hidden behind the plain run's own work
+                    entry["own_growth"] = 0.0
+                    cells.append("none: no slower than plain")
+                    cells.append(f"<= {SCALING_TARGET:g}x: {verdict(True)}" if last else "—")
+                elif own is not None and own_before and own_before > 0:
                     own_growth = entry["own_growth"] = own / own_before
                     cells.append(f"{own_growth:.1f}x")
                     cells.append(f"<= {SCALING_TARGET:g}x: {verdict(own_growth <= SCALING_TARGET)}"
