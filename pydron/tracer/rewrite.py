@@ -809,6 +809,14 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
     return _place_blocks(main, deferred)
 
 
+def _newest_entry(replaced: dict[int, TryBegin], entry: TryBegin) -> TryBegin:
+    """The exception-table entry that stands for ``entry`` now: an entry ended
+    and reopened around out-of-line code is replaced by its copy."""
+    while id(entry) in replaced:
+        entry = replaced[id(entry)]
+    return entry
+
+
 def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
     """Put each out-of-line block after the first instruction that does not fall
     through (a jump, return or raise) following its call, so that the jump to
@@ -819,16 +827,11 @@ def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
     open_entries: list[TryBegin] = []
     replaced: dict[int, TryBegin] = {}
 
-    def current(entry: TryBegin) -> TryBegin:
-        while id(entry) in replaced:
-            entry = replaced[id(entry)]
-        return entry
-
     for item in main:
         if isinstance(item, TryBegin):
             open_entries.append(item)
         elif isinstance(item, TryEnd):
-            entry = current(item.entry)
+            entry = _newest_entry(replaced, item.entry)
             if entry in open_entries:
                 open_entries.remove(entry)
             if result and result[-1] is entry:
@@ -940,11 +943,6 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
     open_entries: list[TryBegin] = []
     replaced: dict[int, TryBegin] = {}
 
-    def current(entry: TryBegin) -> TryBegin:
-        while id(entry) in replaced:
-            entry = replaced[id(entry)]
-        return entry
-
     def copy_of(entry: TryBegin) -> TryBegin:
         return TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
 
@@ -952,7 +950,7 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
         if isinstance(item, TryBegin):
             open_entries.append(item)
         elif isinstance(item, TryEnd):
-            entry = current(item.entry)
+            entry = _newest_entry(replaced, item.entry)
             if entry in open_entries:
                 open_entries.remove(entry)
             if entry is not item.entry:
