@@ -121,7 +121,7 @@ def _keep_freed_memory():
     """Let glibc keep the memory tasks free for the next task instead of unmapping it.
 
     By default every allocation above 32 MB is a fresh mmap whose pages the
-    kernel zeroes at first touch: a third of the time of allocation-heavy numpy
+    kernel zeroes at first touch: about a quarter of the time of allocation-heavy numpy
     code. The worker serves the next allocation from the freed memory instead
     and gives it back once it has been idle IDLE_TRIM_SECONDS (see _watch).
     Tasks run on the main thread, whose heap this covers. Without glibc, nothing.
