@@ -667,7 +667,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                 # A loop left its try/with block: wait for the block's calls,
                 # still under the block's handler.
                 entry = try_of_handler[plan.overlap.sync_landing[index]]
-                begin = TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
+                begin = _copy_entry(entry)
                 out.extend([begin, *_sync_statement(spec, items[_first_instr_after(items, index)].location),
                             TryEnd(begin)])
             continue
@@ -717,8 +717,7 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                     entry = None
                     out = []
                     if open_entries:
-                        entry = TryBegin(open_entries[0].target, open_entries[0].push_lasti,
-                                         stack_depth=open_entries[0].stack_depth)
+                        entry = _copy_entry(open_entries[0])
                         out.append(entry)
                     out += [slow, *_site_route_native(site, spec, location, None, item.name in (
                         "LOAD_DEREF", "LOAD_FAST", "LOAD_FAST_CHECK")), *tail]
@@ -817,6 +816,20 @@ def _newest_entry(replaced: dict[int, TryBegin], entry: TryBegin) -> TryBegin:
     return entry
 
 
+def _copy_entry(entry: TryBegin) -> TryBegin:
+    """A new exception-table entry covering as ``entry`` does (it is reopened after
+    out-of-line code, or covers a copy of its instructions)."""
+    return TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
+
+
+def _close_entry(end: TryEnd, open_entries: list[TryBegin], replaced: dict[int, TryBegin]) -> TryEnd:
+    """``end``, or the end of the entry that replaced its own; that entry is no longer open."""
+    entry = _newest_entry(replaced, end.entry)
+    if entry in open_entries:
+        open_entries.remove(entry)
+    return end if entry is end.entry else TryEnd(entry)
+
+
 def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
     """Put each out-of-line block after the first instruction that does not fall
     through (a jump, return or raise) following its call, so that the jump to
@@ -831,14 +844,10 @@ def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
         if isinstance(item, TryBegin):
             open_entries.append(item)
         elif isinstance(item, TryEnd):
-            entry = _newest_entry(replaced, item.entry)
-            if entry in open_entries:
-                open_entries.remove(entry)
-            if result and result[-1] is entry:
+            item = _close_entry(item, open_entries, replaced)
+            if result and result[-1] is item.entry:
                 result.pop()  # opened again just before: nothing left to cover
                 continue
-            if entry is not item.entry:
-                item = TryEnd(entry)
         result.append(item)
         if isinstance(item, Label) and id(item) in blocks:
             pending.append(blocks.pop(id(item)))
@@ -850,7 +859,7 @@ def _place_blocks(main: list[Any], blocks: dict[int, list[Any]]) -> list[Any]:
                 result.extend(block)
             pending = []
             if outer is not None:
-                again = TryBegin(outer.target, outer.push_lasti, stack_depth=outer.stack_depth)
+                again = _copy_entry(outer)
                 replaced[id(outer)] = again
                 open_entries[0] = again
                 result.append(again)
@@ -943,18 +952,11 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
     open_entries: list[TryBegin] = []
     replaced: dict[int, TryBegin] = {}
 
-    def copy_of(entry: TryBegin) -> TryBegin:
-        return TryBegin(entry.target, entry.push_lasti, stack_depth=entry.stack_depth)
-
     for item in out:
         if isinstance(item, TryBegin):
             open_entries.append(item)
         elif isinstance(item, TryEnd):
-            entry = _newest_entry(replaced, item.entry)
-            if entry in open_entries:
-                open_entries.remove(entry)
-            if entry is not item.entry:
-                item = TryEnd(entry)
+            item = _close_entry(item, open_entries, replaced)
         elif isinstance(item, Label) and id(item) in loops and len(open_entries) <= 1:
             region = loops[id(item)]
             send = region[1]
@@ -967,13 +969,13 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
             active = None
             if outer is not None:
                 result.append(TryEnd(outer))
-                active = copy_of(outer)
+                active = _copy_entry(outer)
                 result.append(active)
             start = Label()
             result.append(start)
             for piece in region[1:]:
                 if isinstance(piece, TryBegin):
-                    active = copy_of(piece)
+                    active = _copy_entry(piece)
                     result.append(active)
                 elif isinstance(piece, TryEnd):
                     if active is not None:
@@ -986,7 +988,7 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
             if active is not None:
                 result.append(TryEnd(active))
             if outer is not None:
-                again = copy_of(outer)
+                again = _copy_entry(outer)
                 replaced[id(outer)] = again
                 open_entries[0] = again
                 result.append(again)
