@@ -186,3 +186,14 @@ def start_script(path, **env):
         [sys.executable, "-u", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=subprocess_env(**env), cwd=HERE,
     )
+
+
+def sleep_then_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def nap_then_pid(seconds):
+    """As ``sleep_then_pid``: another function, new to the workers."""
+    time.sleep(seconds)
+    return os.getpid()

@@ -15,7 +15,7 @@ Per-task records, in the order they happen (``t`` is ``time.perf_counter()``):
         route: "master" (its bytes were sent), "here" (kept on that worker), "peer"
         (fetched from the worker that keeps it)
     ("done", task_id, ok, bytes_in, t, worker_began, worker_ended)   worker clock;
-        ok is None for a cancelled task
+        ok is None for a cancelled task, or one taken back unstarted (revoked)
     ("start", worker_label, t) / ("stop", worker_label, t) / ("died", worker_label, t)
     ("wait", t_begin, t_end, file, line, inside)   the schedule function waited
                                                     (inside: False at its return, line = the caller's)
@@ -246,6 +246,15 @@ class Events:
         elif log.isEnabledFor(logging.DEBUG):
             log.debug("task %d %s on %s after %.1f ms (%d bytes back)", task_id,
                       "done" if ok else "failed", label, seconds * 1e3, size)
+
+    def revoked(self, worker: Any, task_id: int) -> None:
+        """``worker`` gave back a task it had queued, unstarted; it is sent again elsewhere."""
+        run = self.run
+        run.sent -= 1
+        records = self.records
+        if records is not None:
+            records.append(("done", task_id, None, 0, _clock(), None, None))
+        log.debug("task %d taken back from %s for an idle worker", task_id, worker.label)
 
     def fetched(self, worker: Any, size: int) -> None:
         """The master fetched a result that ``worker`` kept (``size`` bytes)."""

@@ -69,6 +69,9 @@ class Worker:
         self.to_release: list[int] = []  # keys the master no longer needs (appended from __del__)
         self.stopped = False  # killed by the pool (a task would not stop): not the task's fault
         self.inflight: dict[int, tuple[Any, Any, float]] = {}
+        # Long tasks queued behind another long one (see Pool._free_worker): task
+        # id -> whether the master has asked for it back for an idle worker.
+        self.prefetched: dict[int, bool] = {}
         self.functions_sent: set[int] = set()
         self.forget: list[int] = []  # keys to drop before the next batch
         self.alive = True
@@ -261,13 +264,19 @@ class Pool(Backend):
     def _dispatch_loop(self) -> None:
         while True:
             with self._lock:
+                revokes = []
                 while not self._closed and not (self._queue and self._free_worker(self._queue[0][2])):
+                    revokes = [] if self._queue else self._revokes_locked()
+                    if revokes:
+                        break
                     self._lock.wait(RELEASE_SECONDS)
                     if any(worker.to_release for worker in self._workers):
                         break
                 if self._closed:
                     return
                 batches = self._assign_locked() if self._queue else []
+            for worker, task_ids in revokes:
+                self._control(worker, ("revoke", task_ids))
             for worker, batch in batches:
                 self._send(worker, batch)
             self.flush_releases()  # values the program dropped: the workers free them
@@ -278,32 +287,72 @@ class Pool(Backend):
         """The least busy worker with room; ties go to a worker that has run the function
         before (it has imported its module), then round the pool, so every worker gets work.
 
-        Only a function seen to be short may queue behind other tasks on a
-        worker: a long one waits for a worker with nothing in flight, so that
-        two long tasks never queue on one worker while another is idle.
+        Only a function seen to be short may queue deeply behind other tasks on
+        a worker. A long one goes to an idle worker; when none is idle it waits
+        behind one long task (the worker then starts it without a round trip to
+        the master), and is taken back if a worker falls idle first
+        (``_revokes_locked``).
         """
-        best = None
-        count = len(self._workers)
-        # A task with a timeout is timed from when it is sent: it never queues.
-        short = self._short.get(_key(task.fn), False) and task.timeout is None
+        short = self._is_short(task)
         holder = _holder(task) if task.inputs else None
         if holder is not None and holder.alive and len(holder.inflight) < (holder.window if short else 1):
             return holder  # most of its input bytes are there already
+        best = self._least_busy(task, short, 1)
+        if best is None and not short and task.timeout is None:
+            if (holder is not None and holder.alive and len(holder.inflight) == 1
+                    and not holder.prefetched):
+                return holder
+            best = self._least_busy(task, short, 2)
+        return best
+
+    def _is_short(self, task: Any) -> bool:
+        # A task with a timeout is timed from when it is sent: it never queues.
+        return self._short.get(_key(task.fn), False) and task.timeout is None
+
+    def _least_busy(self, task: Any, short: bool, long_room: int) -> Worker | None:
+        """The least busy worker with fewer than its window (short tasks) or
+        ``long_room`` (long ones) tasks in flight, as ``_free_worker`` prefers."""
+        best = None
+        count = len(self._workers)
         try:
             key = self._functions.get(task.fn, (None,))[0]
         except TypeError:  # unhashable: never cached
             key = None
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
-            if worker.alive and len(worker.inflight) < (worker.window if short else 1):
+            if worker.alive and len(worker.inflight) < (worker.window if short else long_room):
                 if (best is None or len(worker.inflight) < len(best.inflight)
                         or (len(worker.inflight) == len(best.inflight) and key is not None
                             and key in worker.functions_sent and key not in best.functions_sent)):
                     best = worker
         return best
 
+    def _revokes_locked(self) -> list[tuple[Worker, list[int]]]:
+        """Long tasks to take back from the workers they wait on, one for each idle
+        worker (nothing else is queued): ``[(worker, task_ids)]``."""
+        idle = sum(1 for worker in self._workers if worker.alive and not worker.inflight)
+        if not idle:
+            return []
+        idle -= sum(asked for worker in self._workers for asked in worker.prefetched.values())
+        revokes = []
+        for worker in self._workers:
+            if idle <= 0:
+                break
+            waiting = [task_id for task_id, asked in worker.prefetched.items() if not asked]
+            if worker.alive and waiting:
+                taken = waiting[-idle:]
+                for task_id in taken:
+                    worker.prefetched[task_id] = True
+                idle -= len(taken)
+                revokes.append((worker, taken))
+        return revokes
+
     def _assign_locked(self) -> list[tuple[Worker, list]]:
-        batches: dict[Worker, list] = {}
+        """Tasks for free workers, as batches to send in order. A long task queued
+        behind another goes alone in its own batch: the worker reports every
+        earlier result before it starts it (see ``_worker_died``)."""
+        batches: list[tuple[Worker, list]] = []
+        open_batch: dict[Worker, list] = {}
         while self._queue:
             worker = self._free_worker(self._queue[0][2])
             if worker is None:
@@ -313,11 +362,21 @@ class Pool(Backend):
                 continue  # cancelled while it waited for a recomputed input
             self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
+            queued = bool(worker.inflight) and not self._is_short(task)
             worker.inflight[task_id] = (task, graph, time.perf_counter())
             if task.timeout is not None:
                 self._add_deadline(time.monotonic() + task.timeout, "timeout", worker, task_id)
-            batches.setdefault(worker, []).append((task_id, task, graph))
-        return list(batches.items())
+            if queued:
+                worker.prefetched[task_id] = False
+                batches.append((worker, [(task_id, task, graph)]))
+                open_batch.pop(worker, None)
+                continue
+            batch = open_batch.get(worker)
+            if batch is None:
+                batch = open_batch[worker] = []
+                batches.append((worker, batch))
+            batch.append((task_id, task, graph))
+        return batches
 
     def _send(self, worker: Worker, batch: list) -> None:
         messages = []
@@ -417,6 +476,9 @@ class Pool(Backend):
         if kind == "log":
             _log_record(worker, body)
             return
+        if kind == "revoked":
+            self._revoked(worker, body)
+            return
         if kind != "done":
             return
         if type(body) is bytes:  # a pickled batch (see protocol.py)
@@ -427,6 +489,9 @@ class Pool(Backend):
         with self._lock:
             for task_id, ok, data, remote_tb, began, ended in body:
                 entry = worker.inflight.pop(task_id, None)
+                if worker.prefetched and worker.prefetched.pop(task_id, None) is not None:
+                    # It waited there behind another task: its own run time counts.
+                    entry = entry and entry[:2] + (now - (ended - began),)
                 if entry is not None:
                     if not ok and type(data) is tuple and data[0] == "lost":
                         lost_inputs.append((entry[0], entry[1], data))
@@ -465,6 +530,21 @@ class Pool(Backend):
         with self._lock:
             self._lock.notify()
 
+    def _revoked(self, worker: Worker, task_ids: list[int]) -> None:
+        """``worker`` gave back these queued tasks unstarted: they go to idle workers."""
+        with self._lock:
+            for task_id in task_ids:
+                entry = worker.inflight.pop(task_id, None)
+                worker.prefetched.pop(task_id, None)
+                if entry is None:
+                    continue
+                task, graph, _ = entry
+                EVENTS.revoked(worker, task_id)
+                if task.future._pd_state is PENDING:
+                    heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
+            entry = task = graph = None
+            self._lock.notify()
+
     def _worker_died(self, worker: Worker) -> None:
         """A worker is gone: its tasks run again elsewhere (up to ``retries`` deaths each),
         and a new worker is started in its place."""
@@ -477,7 +557,13 @@ class Pool(Backend):
                     value.lost = True  # made again from its recipe when someone needs it
             worker.holding.clear()
             lost = list(worker.inflight.values())
+            # A long task queued behind an unfinished one never started (every
+            # earlier result reaches the master before it starts): not its fault.
+            first = next(iter(worker.inflight), None)
+            unstarted = {id(worker.inflight[task_id][0]) for task_id in worker.prefetched
+                         if task_id != first and task_id in worker.inflight}
             worker.inflight.clear()
+            worker.prefetched.clear()
             failed = []
             if not self._closed and not worker.stopped:
                 DEATHS.append(worker.label)
@@ -486,7 +572,7 @@ class Pool(Backend):
             for task, graph, _ in lost:
                 if task.future._pd_state is not PENDING:
                     continue  # cancelled or timed out: nobody waits for it
-                if not worker.stopped:
+                if not worker.stopped and id(task) not in unstarted:
                     task.killed_on += (worker.label,)
                 if self._closed:
                     failed.append((task, graph, PydronError(
@@ -494,7 +580,7 @@ class Pool(Backend):
                 elif len(task.killed_on) >= self.retries:
                     failed.append((task, graph, WorkerDied(_poison_message(task, self.retries))))
                 else:
-                    if not worker.stopped:
+                    if not worker.stopped and id(task) not in unstarted:
                         RETRIED.append(getattr(task.fn, "__qualname__", repr(task.fn)))
                     heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
             # A death while a task ran is the task's (its retries count it); only the
@@ -707,11 +793,17 @@ class Pool(Backend):
                 EVENTS.cancelled(task, f"interrupted on worker {worker.label}")
             self._stop_running(worker, [task_id for task_id, _ in tasks])
 
-    def _stop_running(self, worker: Worker, task_ids: list[int]) -> None:
+    def _control(self, worker: Worker, message: tuple) -> bool:
+        """Send ``message`` on ``worker``'s control channel; False if it is gone."""
         try:
-            worker.control.send(("cancel", task_ids))
+            worker.control.send(message)
+            return True
         except (OSError, EOFError, execnet.RemoteError, ValueError):
             self._worker_died(worker)
+            return False
+
+    def _stop_running(self, worker: Worker, task_ids: list[int]) -> None:
+        if not self._control(worker, ("cancel", task_ids)):
             return
         with self._lock:
             for task_id in task_ids:

@@ -15,6 +15,9 @@ master -> worker
                                             kills the worker if it has not stopped within
                                             CANCEL_GRACE)
         ("release", [key, ...])             values kept here that the program dropped
+        ("revoke", [task_id, ...])          give back these queued tasks if they have not
+                                            started (the master has an idle worker for them);
+                                            answered with "revoked" on the task channel
       "dataplane": source, "secret": bytes, "data": {"host":, "ports": [...]} or None
                                           dataplane.py's source, the pool's secret, and where
                                           to serve kept values (None: no server; every result
@@ -35,7 +38,9 @@ master -> worker
     ("ship", {"relative/path.py": source, ...})    modules the master imported since the
                                                    last shipment (remote workers)
     ("forget", [fn_key, ...])                      functions the master no longer caches
-    ("run", BATCH of TASK)                         a batch of tasks
+    ("run", BATCH of TASK)                         a batch of tasks, run in order after the
+                                                   earlier ones; the results of a batch are all
+                                                   sent before the next batch starts
     ("stop", None)                                 finish and exit
   TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [INPUT, ...])
     fn_bytes is sent once per worker and function; later tasks name fn_key.
@@ -52,6 +57,7 @@ worker -> master
                "host": str})                     (the worker machine's hostname)
     ("failed", text)                               instead of "ready": e.g. no data port free
     ("done", BATCH of RESULT)                      a batch of results
+    ("revoked", [task_id, ...])                    these revoked tasks will not run here
     ("output", ("out" or "err", text))             whole lines a task printed (before its result)
     ("log", {"name":, "levelno":, "msg":, ...})     a task's log record at or above init's
                                                    "log_level", its message formatted

@@ -357,12 +357,19 @@ class _Cancelled(BaseException):
 # The task running now, and the ids the master cancelled (see _on_control).
 _running = [None]
 _cancelled = set()
+# Queued tasks the master took back for an idle worker (see _on_control); the
+# lock makes "not started yet" and "taken back" one decision.
+_started = [0]  # the newest task id started (ids reach a worker in increasing order)
+_revoked = set()
+_start_lock = threading.Lock()
+_reply = [None]  # the task channel, for the answer to a revoke
 
 
 def _on_control(message):
     """The master's control channel, read by execnet's receiving thread even while
     a task runs: a cancelled task that is running is interrupted with SIGUSR1;
-    released values are dropped."""
+    released values are dropped; revoked tasks that have not started are
+    skipped, and the master is told which (it sends them to an idle worker)."""
     kind, task_ids = message
     if kind == "release":
         _data["store"].release(task_ids)
@@ -370,11 +377,26 @@ def _on_control(message):
         _cancelled.update(task_ids)
         if _running[0] in _cancelled:
             signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+    elif kind == "revoke":  # only those not started: a started one runs to its end
+        with _start_lock:
+            taken = [task_id for task_id in task_ids if task_id > _started[0]]
+            _revoked.update(taken)
+        if taken:
+            _reply[0].send(("revoked", taken))
 
 
 def _interrupt(signum, frame):
     if _running[0] is not None and _running[0] in _cancelled:
         raise _Cancelled()
+
+
+class _Unloaded:
+    """A function's pickle that came with a revoked task: unpickled when a task needs it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
 
 
 def _run(task, functions):
@@ -388,6 +410,8 @@ def _run(task, functions):
                 functions[fn_key] = fn
         else:
             fn = functions[fn_key]
+            if type(fn) is _Unloaded:
+                fn = functions[fn_key] = pickle.loads(fn.data)
         if inputs:
             try:
                 args, kwargs = _InputsUnpickler(args_bytes, inputs, {}).load()
@@ -435,6 +459,7 @@ def serve(channel):
         signal.signal(signal.SIGUSR1, _interrupt)
     except (ValueError, AttributeError):  # not the main thread, or no SIGUSR1 (Windows)
         pass
+    _reply[0] = channel
     if init.get("control") is not None:
         init["control"].setcallback(_on_control)
     if init.get("keep_freed_memory"):
@@ -479,6 +504,13 @@ def serve(channel):
         results = []
         flushed = time.perf_counter()
         for task in body:
+            with _start_lock:
+                if task[0] in _revoked:
+                    _revoked.discard(task[0])
+                    if task[2] is not None and task[1] is not None:  # later tasks name it by key
+                        functions[task[1]] = _Unloaded(task[2])
+                    continue
+                _started[0] = task[0]
             began = time.perf_counter()  # unpickling arguments and pickling the result count as running
             try:
                 results.append(_run(task, functions) + (began, time.perf_counter()))

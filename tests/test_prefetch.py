@@ -1,0 +1,101 @@
+"""Long tasks queue one deep behind a busy worker's task, and come back for an idle one.
+
+With every worker busy, the pool sends the next long task to wait behind one
+that runs, so the worker starts it without a round trip to the master. If
+another worker falls idle first, the queued task is taken back unstarted
+("revoke") and runs there; a worker that dies does not blame the task that was
+only waiting behind the one it ran.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import poolhelpers as H
+from pydron.config import GatewaySpec, local_python_spec
+from pydron.errors import WorkerDied
+from pydron.remote.pool import Pool
+from pydron.runtime.graph import Graph
+
+LONG = 3.0
+
+
+def _pool(retries):
+    pool = Pool([GatewaySpec(label, local_python_spec()) for label in ("left", "right")], retries=retries)
+    graph = Graph(lambda: pool)
+    # Both workers have the function (ties go round the pool) and know it is long.
+    warm = [graph.submit(H.sleep_then_pid, (0.3,), {}) for _ in range(2)]
+    assert len({_result(f) for f in warm}) == 2
+    return pool
+
+
+def _result(fut, timeout=20):
+    kind, value = H.call_with_timeout(fut._pd_result, timeout)
+    if kind == "timeout":
+        pytest.fail(f"no result within {timeout} s")
+    if kind == "error":
+        raise value
+    return value
+
+
+def _queued(pool, timeout=10):
+    """(worker that holds the queued task, the other one, running task's future on each)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pool._lock:
+            holders = [w for w in pool.workers if w.prefetched]
+            if holders:
+                holder = holders[0]
+                other = next(w for w in pool.workers if w is not holder)
+                running = {w: next(iter(w.inflight.values()))[0].future for w in (holder, other)}
+                return holder, other, running
+        time.sleep(0.01)
+    pytest.fail("no long task was queued behind a busy worker's task")
+
+
+def _start_three(pool, queued_fn=H.sleep_then_pid):
+    """Two long tasks, then a short one; each its own call (graph), so that one
+    failing does not cancel the others, as it would in one program."""
+    busy = [Graph(lambda: pool).submit(H.sleep_then_pid, (LONG,), {}) for _ in range(2)]
+    queued = Graph(lambda: pool).submit(queued_fn, (0.2,), {})
+    return busy, queued
+
+
+def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_one():
+    pool = _pool(retries=3)
+    try:
+        # A function new to both workers: the revoked task carried its pickle.
+        busy, queued = _start_three(pool, H.nap_then_pid)
+        holder, other, running = _queued(pool)
+        start = time.monotonic()
+        pool.cancel([running[other]])  # ``other`` falls idle; ``holder`` runs for seconds yet
+        pid = _result(queued)
+        elapsed = time.monotonic() - start
+        assert pid == other.info["pid"], "the queued task ran where it waited"
+        assert elapsed < LONG - 1.0, f"it ran only after the task it waited behind ({elapsed:.2f} s)"
+        assert _result(running[holder]) == holder.info["pid"]
+        assert not holder.prefetched and not other.prefetched
+        # Later tasks name the function by key on the worker that gave it back.
+        graph = Graph(lambda: pool)
+        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
+        assert sorted(_result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+    finally:
+        pool.shutdown()
+
+
+def test_a_worker_death_does_not_blame_the_task_queued_behind_the_one_it_ran():
+    # retries=1: a task blamed for one death fails at once.
+    pool = _pool(retries=1)
+    try:
+        busy, queued = _start_three(pool)
+        holder, other, running = _queued(pool)
+        os.kill(holder.info["pid"], signal.SIGKILL)
+        with pytest.raises(WorkerDied):
+            _result(running[holder])
+        assert _result(queued) != holder.info["pid"]  # it ran again, elsewhere
+        assert _result(running[other]) == other.info["pid"]
+    finally:
+        pool.shutdown()
