@@ -508,8 +508,8 @@ class Pool(Backend):
                     _adapt_window(worker, seconds)
                     if len(self._short) > 10_000:
                         self._short.clear()
-                    # A large result stays on the worker: such tasks never queue there
-                    # (their results would pile up in its memory).
+                    # A large result stays on the worker: such tasks queue at most one
+                    # deep there, as long ones do (their results would pile up in its memory).
                     self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS and type(data) is not RemoteValue
             entry = None
         for task, graph, (_, key, address) in lost_inputs:
