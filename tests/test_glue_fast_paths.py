@@ -467,7 +467,59 @@ def gen_yield_from_other_iterables(n):
     yield from "ab"
 
 
+def plain_relay(items):
+    """A generator the tracer does not rewrite: it hands futures through as they are."""
+    for x in items:
+        yield x
+
+
+def gen_yield_from_one_site_many_kinds(n):
+    # One ``yield from`` site remembers the rewritten generator code it last
+    # handed through: a plain generator or a list iterator after it must
+    # still have every value checked, and another rewritten code must not hit.
+    def leaf(k):
+        for i in range(k):
+            yield inc(i)
+
+    def other(k):
+        yield double(k)
+        yield [inc(k)]
+
+    futures = [double(i) for i in range(n)]
+    boxes = [[], []]
+    relays = [plain_relay(box) for box in boxes]  # empty when handed over
+    for box in boxes:
+        box.append(inc(n))  # a future the plain generator hands through as it is
+        box.append(double(n))
+    for source in (leaf(n), relays[0], relays[1], leaf(n - 1), other(n), futures,
+                   plain_relay(futures), leaf(2), other(1)):
+        yield from source
+
+
+def type_names(iterable):
+    """Plain code: it sees whatever a generator hands it, futures included."""
+    return [type(x).__name__ for x in iterable]
+
+
+def plain_consumer_of_one_yield_from_site(n):
+    def relay(sources):
+        for source in sources:
+            yield from source  # one site: rewritten generators, a list of futures, a plain one
+
+    def leaf(k):
+        for i in range(k):
+            yield inc(i)
+
+    futures = [double(i) for i in range(n)]
+    return type_names(relay([leaf(n), futures, leaf(2), plain_relay(range(n)), futures, leaf(1)]))
+
+
+def test_a_yield_from_site_checks_what_a_list_hands_through_after_a_rewritten_generator():
+    assert_equivalent(plain_consumer_of_one_yield_from_site, 3)
+
+
 @pytest.mark.parametrize("fn,args", [
+    (gen_yield_from_one_site_many_kinds, (3,)),
     (gen_yield_from_local_list_of_futures, (3,)),
     (gen_yield_from_rewritten_subgenerators, (3,)),
     (gen_yield_from_other_iterables, (3,)),

@@ -38,6 +38,10 @@ class Spec311:
         if special is not None:
             return special
         pre, post = instr.pre_and_post_stack_effect(jump)
+        if name == "SEND":
+            # It replaces the value to send with what the iterator yields (or
+            # returns): a new value, not the one sent (``bytecode`` says (0, 0)).
+            return 1 - (pre + post), 1
         if pre <= 0:
             return -pre, post
         return 0, pre + post
