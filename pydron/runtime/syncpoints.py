@@ -622,6 +622,24 @@ def forwards_resolved(iterator: Any) -> bool:
     return type(iterator) is types.GeneratorType and id(iterator.gi_code) in _inline_codes
 
 
+class YieldFromSite:
+    """One ``yield from`` of rewritten code: the rewritten generator code it last
+    handed through, which the code tests with ``is`` instead of calling
+    ``forwards_resolved`` (a Python call) each time."""
+
+    __slots__ = ("code",)
+
+    def __init__(self) -> None:
+        self.code: Any = None
+
+    def learn(self, iterator: Any) -> bool:
+        """``forwards_resolved(iterator)``, remembering the code if so."""
+        if forwards_resolved(iterator):
+            self.code = iterator.gi_code
+            return True
+        return False
+
+
 def resolve_yield(value: Any) -> Any:
     """A yielded value: concrete, unless a pure built-in is collecting a generator expression."""
     graph = current_graph()

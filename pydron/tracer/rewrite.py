@@ -961,9 +961,18 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
             region = loops[id(item)]
             send = region[1]
             location = send.location
-            # [iterator, value to send]: the copy for a rewritten generator
-            result += [Instr("COPY", 2, location=location),
-                       *_helper_on_top(sp.forwards_resolved, spec, location),
+            # [iterator, value to send]: the copy for a rewritten generator,
+            # tested without a call when it has the code this site saw last.
+            site, other, learn, start = sp.YieldFromSite(), Label(), Label(), Label()
+            result += [Instr("COPY", 2, location=location), *spec.type_of(1, location),
+                       Instr("LOAD_CONST", types.GeneratorType, location=location),
+                       Instr("IS_OP", 0, location=location), Instr(spec.jump_if_false, other, location=location),
+                       spec.load_attr("gi_code", location), Instr("LOAD_CONST", site, location=location),
+                       spec.load_attr("code", location), Instr("IS_OP", 0, location=location),
+                       Instr(spec.jump_if_false, learn, location=location),
+                       Instr("JUMP_FORWARD", start, location=location),
+                       other, Instr("POP_TOP", location=location), learn,
+                       Instr("COPY", 2, location=location), *_helper_on_top(site.learn, spec, location),
                        Instr(spec.jump_if_false, item, location=location)]
             outer = open_entries[0] if open_entries else None
             active = None
@@ -971,7 +980,6 @@ def _unchecked_yield_from(out: list[Any], loops: dict[int, list[Any]], spec: Spe
                 result.append(TryEnd(outer))
                 active = _copy_entry(outer)
                 result.append(active)
-            start = Label()
             result.append(start)
             for piece in region[1:]:
                 if isinstance(piece, TryBegin):
