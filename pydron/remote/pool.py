@@ -330,6 +330,11 @@ class Pool(Backend):
     def _revokes_locked(self) -> list[tuple[Worker, list[int]]]:
         """Long tasks to take back from the workers they wait on, one for each idle
         worker (nothing else is queued): ``[(worker, task_ids)]``."""
+        for worker in self._workers:
+            if worker.prefetched:
+                break
+        else:
+            return []  # the common case, checked at every wake of the dispatch thread
         idle = sum(1 for worker in self._workers if worker.alive and not worker.inflight)
         if not idle:
             return []
