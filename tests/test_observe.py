@@ -146,7 +146,9 @@ def test_per_task_records_only_while_watched(own_pool):
         EVENTS.unwatch()
     assert EVENTS.records is None
     kinds = [r[0] for r in records]
-    assert kinds.count("issue") == 3 and kinds.count("send") == 3 and kinds.count("done") == 3
+    # A task queued behind a busy worker's and taken back for an idle one is sent twice.
+    revoked = kinds.count("revoked")
+    assert kinds.count("issue") == 3 and kinds.count("send") == 3 + revoked and kinds.count("done") == 3
     assert kinds.count("start") == 0  # the workers were up before
     issue = next(r for r in records if r[0] == "issue")
     assert issue[3] == "nap" and issue[4] == H.__file__ and issue[5] > 0

@@ -17,6 +17,8 @@ import pytest
 import poolhelpers as H
 from pydron.config import GatewaySpec, local_python_spec
 from pydron.errors import WorkerDied
+from pydron.observe import timeline
+from pydron.observe.events import EVENTS
 from pydron.remote.pool import Pool
 from pydron.runtime.graph import Graph
 
@@ -66,6 +68,7 @@ def _start_three(pool, queued_fn=H.sleep_then_pid):
 
 def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_one():
     pool = _pool(retries=3)
+    records = EVENTS.watch()
     try:
         # A function new to both workers: the revoked task carried its pickle.
         busy, queued = _start_three(pool, H.nap_then_pid)
@@ -74,6 +77,11 @@ def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_on
         pool.cancel([running[other]])  # ``other`` falls idle; ``holder`` runs for seconds yet
         pid = _result(queued)
         elapsed = time.monotonic() - start
+        # The run report draws it once, where it ran, not as lost on the first worker.
+        bars = [b for b in timeline.build(list(records), time.perf_counter()).bars
+                if b.name == "nap_then_pid"]
+        assert [(b.worker, b.status) for b in bars] == [(other.label, "ok")], bars
+        assert [r[0] for r in records].count("revoked") == 1
         assert pid == other.info["pid"], "the queued task ran where it waited"
         assert elapsed < LONG - 1.0, f"it ran only after the task it waited behind ({elapsed:.2f} s)"
         assert _result(running[holder]) == holder.info["pid"]
@@ -83,6 +91,7 @@ def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_on
         pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
         assert sorted(_result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
     finally:
+        EVENTS.unwatch()
         pool.shutdown()
 
 

@@ -15,7 +15,9 @@ Per-task records, in the order they happen (``t`` is ``time.perf_counter()``):
         route: "master" (its bytes were sent), "here" (kept on that worker), "peer"
         (fetched from the worker that keeps it)
     ("done", task_id, ok, bytes_in, t, worker_began, worker_ended)   worker clock;
-        ok is None for a cancelled task, or one taken back unstarted (revoked)
+        ok is None for a cancelled task
+    ("revoked", task_id, t)                         a queued task taken back unstarted (its
+                                                    "send" did not run; another one follows)
     ("start", worker_label, t) / ("stop", worker_label, t) / ("died", worker_label, t)
     ("wait", t_begin, t_end, file, line, inside)   the schedule function waited
                                                     (inside: False at its return, line = the caller's)
@@ -253,7 +255,7 @@ class Events:
         run.sent -= 1
         records = self.records
         if records is not None:
-            records.append(("done", task_id, None, 0, _clock(), None, None))
+            records.append(("revoked", task_id, _clock()))
         log.debug("task %d taken back from %s for an idle worker", task_id, worker.label)
 
     def fetched(self, worker: Any, size: int) -> None:

@@ -127,6 +127,8 @@ def build(records: list[tuple], now: float) -> Timeline:
                 lanes[record[4]] = Lane(record[4], worker_started.get(record[4], record[5]) - origin)
         elif kind == "done":
             done[record[1]] = record
+        elif kind == "revoked":  # sent again, to another worker: no bar for this send
+            sends.pop(record[1], None)
         elif kind == "start":  # a lane only once it runs a task (not: another pool's worker)
             worker_started[record[1]] = record[2]
         elif kind in ("stop", "died"):
