@@ -153,6 +153,18 @@ def wait_gone(pids, timeout):
         time.sleep(0.05)
 
 
+def result(fut, timeout=20):
+    """``fut``'s value, failing the test (instead of hanging) after ``timeout``."""
+    import pytest  # here: workers import this module too
+
+    kind, value = call_with_timeout(fut._pd_result, timeout)
+    if kind == "timeout":
+        pytest.fail(f"no result within {timeout} s")
+    if kind == "error":
+        raise value
+    return value
+
+
 def call_with_timeout(fn, timeout):
     """``fn()`` on a helper thread: ("ok", value) or ("error", exc), or
     ("timeout", None) if it did not finish within ``timeout`` seconds."""

@@ -48,14 +48,7 @@ def graph(pool):
     H.call_with_timeout(g.sync, 10)
 
 
-def result(fut, timeout=20):
-    """``fut``'s value, failing the test (instead of hanging) after ``timeout``."""
-    kind, value = H.call_with_timeout(fut._pd_result, timeout)
-    if kind == "timeout":
-        pytest.fail(f"no result within {timeout} s")
-    if kind == "error":
-        raise value
-    return value
+result = H.result
 
 
 def remote_note(exc):

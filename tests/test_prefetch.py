@@ -30,17 +30,8 @@ def _pool(retries):
     graph = Graph(lambda: pool)
     # Both workers have the function (ties go round the pool) and know it is long.
     warm = [graph.submit(H.sleep_then_pid, (0.3,), {}) for _ in range(2)]
-    assert len({_result(f) for f in warm}) == 2
+    assert len({H.result(f) for f in warm}) == 2
     return pool
-
-
-def _result(fut, timeout=20):
-    kind, value = H.call_with_timeout(fut._pd_result, timeout)
-    if kind == "timeout":
-        pytest.fail(f"no result within {timeout} s")
-    if kind == "error":
-        raise value
-    return value
 
 
 def _queued(pool, timeout=10):
@@ -75,7 +66,7 @@ def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_on
         holder, other, running = _queued(pool)
         start = time.monotonic()
         pool.cancel([running[other]])  # ``other`` falls idle; ``holder`` runs for seconds yet
-        pid = _result(queued)
+        pid = H.result(queued)
         elapsed = time.monotonic() - start
         # The run report draws it once, where it ran, not as lost on the first worker.
         bars = [b for b in timeline.build(list(records), time.perf_counter()).bars
@@ -84,12 +75,12 @@ def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_on
         assert [r[0] for r in records].count("revoked") == 1
         assert pid == other.info["pid"], "the queued task ran where it waited"
         assert elapsed < LONG - 1.0, f"it ran only after the task it waited behind ({elapsed:.2f} s)"
-        assert _result(running[holder]) == holder.info["pid"]
+        assert H.result(running[holder]) == holder.info["pid"]
         assert not holder.prefetched and not other.prefetched
         # Later tasks name the function by key on the worker that gave it back.
         graph = Graph(lambda: pool)
         pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
-        assert sorted(_result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
     finally:
         EVENTS.unwatch()
         pool.shutdown()
@@ -103,8 +94,8 @@ def test_a_worker_death_does_not_blame_the_task_queued_behind_the_one_it_ran():
         holder, other, running = _queued(pool)
         os.kill(holder.info["pid"], signal.SIGKILL)
         with pytest.raises(WorkerDied):
-            _result(running[holder])
-        assert _result(queued) != holder.info["pid"]  # it ran again, elsewhere
-        assert _result(running[other]) == other.info["pid"]
+            H.result(running[holder])
+        assert H.result(queued) != holder.info["pid"]  # it ran again, elsewhere
+        assert H.result(running[other]) == other.info["pid"]
     finally:
         pool.shutdown()
