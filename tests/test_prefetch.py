@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -97,5 +98,19 @@ def test_a_worker_death_does_not_blame_the_task_queued_behind_the_one_it_ran():
             H.result(running[holder])
         assert H.result(queued) != holder.info["pid"]  # it ran again, elsewhere
         assert H.result(running[other]) == other.info["pid"]
+    finally:
+        pool.shutdown()
+
+
+def test_a_queued_task_that_cannot_be_sent_leaves_nothing_to_take_back():
+    pool = _pool(retries=3)
+    try:
+        busy = [Graph(lambda: pool).submit(H.sleep_then_pid, (1.0,), {}) for _ in range(2)]
+        bad = Graph(lambda: pool).submit(H.sleep_then_pid, (threading.Lock(),), {})
+        with pytest.raises(TypeError, match="pickle"):
+            H.result(bad)
+        with pool._lock:
+            assert not any(w.prefetched for w in pool.workers)
+        assert sorted(H.result(f) for f in busy) == sorted(w.info["pid"] for w in pool.workers)
     finally:
         pool.shutdown()

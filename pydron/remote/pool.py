@@ -392,11 +392,13 @@ class Pool(Backend):
             except _NeedsRecompute as lost:  # an input died with its worker: make it again first
                 with self._lock:
                     worker.inflight.pop(task_id, None)
+                    worker.prefetched.pop(task_id, None)
                     self._lock.notify()
                 self._wait_for_recompute(lost.value, task, graph)
             except BaseException as exc:  # noqa: BLE001 - e.g. an unpicklable argument
                 with self._lock:
                     worker.inflight.pop(task_id, None)
+                    worker.prefetched.pop(task_id, None)
                     self._lock.notify()
                 graph.finish(task.future, ok=False, error=exc)
         # Only the worker's inflight entry holds a task from here on (its
