@@ -114,3 +114,44 @@ def test_a_queued_task_that_cannot_be_sent_leaves_nothing_to_take_back():
         assert sorted(H.result(f) for f in busy) == sorted(w.info["pid"] for w in pool.workers)
     finally:
         pool.shutdown()
+
+
+def test_a_cancelled_queued_task_leaves_its_function_for_the_next_tasks():
+    # The queued task carries the function's pickle (new to its worker); it is
+    # cancelled before it starts, and later tasks on that worker name it by key.
+    pool = _pool(retries=3)
+    try:
+        busy, queued = _start_three(pool, H.nap_then_pid)
+        holder, other, running = _queued(pool)
+        pool.cancel([queued])
+        assert H.result(running[holder]) == holder.info["pid"]
+        assert H.result(running[other]) == other.info["pid"]
+        graph = Graph(lambda: pool)
+        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
+        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+    finally:
+        pool.shutdown()
+
+
+def test_a_cancelled_short_task_in_a_window_leaves_its_function_for_the_next_tasks():
+    # The same for a task queued as short ones are (a window of several): the
+    # worker skips it when it gets there, before the cancel's grace runs out.
+    pool = _pool(retries=3)
+    try:
+        busy = [Graph(lambda: pool).submit(H.sleep_then_pid, (1.0,), {}) for _ in range(2)]
+        with pool._lock:  # as if nap_then_pid had been seen to be short, and the windows had opened
+            pool._short[H.nap_then_pid] = True
+            for worker in pool.workers:
+                worker.window = 4
+        queued = Graph(lambda: pool).submit(H.nap_then_pid, (0.0,), {})
+        deadline = time.monotonic() + 10
+        while not any(len(w.inflight) == 2 for w in pool.workers) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        pool.cancel([queued])
+        assert sorted(H.result(f) for f in busy) == sorted(w.info["pid"] for w in pool.workers)
+        graph = Graph(lambda: pool)
+        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
+        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+        assert not pool.deaths
+    finally:
+        pool.shutdown()

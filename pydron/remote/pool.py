@@ -810,6 +810,14 @@ class Pool(Backend):
             return False
 
     def _stop_running(self, worker: Worker, task_ids: list[int]) -> None:
+        # A task queued behind another is taken back if it has not started, so
+        # that the grace below does not run out while it waits its turn.
+        with self._lock:
+            queued = [task_id for task_id in task_ids if task_id in worker.prefetched]
+            for task_id in queued:
+                worker.prefetched[task_id] = True
+        if queued and not self._control(worker, ("revoke", queued)):
+            return
         if not self._control(worker, ("cancel", task_ids)):
             return
         with self._lock:

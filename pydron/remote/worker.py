@@ -391,7 +391,7 @@ def _interrupt(signum, frame):
 
 
 class _Unloaded:
-    """A function's pickle that came with a revoked task: unpickled when a task needs it."""
+    """A function's pickle that came with a task that did not run: unpickled when a task needs it."""
 
     __slots__ = ("data",)
 
@@ -399,9 +399,17 @@ class _Unloaded:
         self.data = data
 
 
+def _keep_function(task, functions):
+    """A task skipped unrun (cancelled, revoked) may carry its function's pickle,
+    which the master sends once per worker: later tasks name it by key."""
+    if task[2] is not None and task[1] is not None and task[1] not in functions:
+        functions[task[1]] = _Unloaded(task[2])
+
+
 def _run(task, functions):
     task_id, fn_key, fn_bytes, args_bytes, inputs = task
     if task_id in _cancelled:
+        _keep_function(task, functions)
         return (task_id, False, b"", None)
     try:
         if fn_bytes is not None:
@@ -507,8 +515,7 @@ def serve(channel):
             with _start_lock:
                 if task[0] in _revoked:
                     _revoked.discard(task[0])
-                    if task[2] is not None and task[1] is not None:  # later tasks name it by key
-                        functions[task[1]] = _Unloaded(task[2])
+                    _keep_function(task, functions)
                     continue
                 _started[0] = task[0]
             began = time.perf_counter()  # unpickling arguments and pickling the result count as running
