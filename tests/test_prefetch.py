@@ -50,6 +50,14 @@ def _queued(pool, timeout=10):
     pytest.fail("no long task was queued behind a busy worker's task")
 
 
+def _each_worker_runs(pool, fn):
+    """Two calls of ``fn`` on two idle workers run one on each, where a worker
+    that was sent the function before gets only its key."""
+    graph = Graph(lambda: pool)
+    pids = [graph.submit(fn, (0.3,), {}) for _ in range(2)]
+    assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+
+
 def _start_three(pool, queued_fn=H.sleep_then_pid):
     """Two long tasks, then a short one; each its own call (graph), so that one
     failing does not cancel the others, as it would in one program."""
@@ -79,9 +87,7 @@ def test_a_long_task_waits_behind_a_busy_worker_and_is_taken_back_for_an_idle_on
         assert H.result(running[holder]) == holder.info["pid"]
         assert not holder.prefetched and not other.prefetched
         # Later tasks name the function by key on the worker that gave it back.
-        graph = Graph(lambda: pool)
-        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
-        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+        _each_worker_runs(pool, H.nap_then_pid)
     finally:
         EVENTS.unwatch()
         pool.shutdown()
@@ -126,9 +132,7 @@ def test_a_cancelled_queued_task_leaves_its_function_for_the_next_tasks():
         pool.cancel([queued])
         assert H.result(running[holder]) == holder.info["pid"]
         assert H.result(running[other]) == other.info["pid"]
-        graph = Graph(lambda: pool)
-        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
-        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+        _each_worker_runs(pool, H.nap_then_pid)
     finally:
         pool.shutdown()
 
@@ -149,9 +153,7 @@ def test_a_cancelled_short_task_in_a_window_leaves_its_function_for_the_next_tas
             time.sleep(0.01)
         pool.cancel([queued])
         assert sorted(H.result(f) for f in busy) == sorted(w.info["pid"] for w in pool.workers)
-        graph = Graph(lambda: pool)
-        pids = [graph.submit(H.nap_then_pid, (0.3,), {}) for _ in range(2)]
-        assert sorted(H.result(f) for f in pids) == sorted(w.info["pid"] for w in pool.workers)
+        _each_worker_runs(pool, H.nap_then_pid)
         assert not pool.deaths
     finally:
         pool.shutdown()
