@@ -496,9 +496,7 @@ class Pool(Backend):
         with self._lock:
             for task_id, ok, data, remote_tb, began, ended in body:
                 entry = worker.inflight.pop(task_id, None)
-                if worker.prefetched and worker.prefetched.pop(task_id, None) is not None:
-                    # It waited there behind another task: its own run time counts.
-                    entry = entry and entry[:2] + (now - (ended - began),)
+                queued = bool(worker.prefetched) and worker.prefetched.pop(task_id, None) is not None
                 if entry is not None:
                     if not ok and type(data) is tuple and data[0] == "lost":
                         lost_inputs.append((entry[0], entry[1], data))
@@ -511,7 +509,9 @@ class Pool(Backend):
                     # Only the future: the task (and its arguments) is dropped
                     # before anyone learns it finished, as in the plain run.
                     finished.append((entry[0].future, entry[1], ok, data, remote_tb))
-                    seconds = now - entry[2]
+                    # Round trip included; but one that waited behind another task
+                    # on the worker counts its own run time only.
+                    seconds = ended - began if queued else now - entry[2]
                     _adapt_window(worker, seconds)
                     if len(self._short) > 10_000:
                         self._short.clear()
