@@ -34,6 +34,8 @@ ROOT = os.path.dirname(HERE)
 GLUE_TARGET = 1.3          # scheduled / plain
 SCALING_TARGET = 12.0      # (pydron - plain)(n) / (pydron - plain)(n / 10), for the largest n
 MEMORY_TARGET_MB = 100.0   # scheduled peak over the plain one
+SCALING_BUDGET = 8.0       # seconds of timed runs per scaling figure: a 2 s run is timed
+                           # about four times, not once, so one busy moment does not decide
 
 GLUE_ROWS = {  # key: (label, full args, quick args)
     "helper": ("helper-call loop: `t = helper(t, i)`, {0:,} iterations", (100_000,), (10_000,)),
@@ -126,7 +128,7 @@ def child_scaling(gw, pydron, spec):
     if mode == "pydron":
         fn = pydron.schedule(fn)
         fn(min(n, 20))  # untimed warm-up: pool up, inc/total on the workers
-    runs, result = _median_runs(fn, (n,), spec["repeats"])
+    runs, result = _median_runs(fn, (n,), spec["repeats"], SCALING_BUDGET)
     errors = []
     if result != gw.expected_scaling(kind, n):
         errors.append(f"wrong result: {digest(result)} (expected {digest(gw.expected_scaling(kind, n))})")
@@ -415,7 +417,8 @@ def main(argv=None) -> int:
           f"{load_after:.2f} after\n")
     print("\n\n".join(tables))
     print("\nglue: time of one call, plain and under `@pydron.schedule` (ratio: scheduled / plain). "
-          "scaling: one call, pool started and warmed up beforehand; per task = pydron time / n; "
+          f"scaling: one call (the median of runs until {SCALING_BUDGET:g} s are spent or the repeats are "
+          "done), pool started and warmed up beforehand; per task = pydron time / n; "
           "time / time(n/10) is the growth of pydron's time (10x = linear); pydron's own cost is its "
           "time minus the plain run's, whose growth the target applies to, at the largest n (the "
           "same figure for rows whose plain run is linear and tiny; the seed loop's plain run is "

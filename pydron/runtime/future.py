@@ -72,7 +72,7 @@ class _FutureSlots:
     __slots__ = (
         "_pd_graph", "_pd_seq", "_pd_state", "_pd_value", "_pd_bytes",
         "_pd_error", "_pd_origin", "_pd_site", "_pd_dependents", "_pd_label",
-        "_pd_worker", "_pd_mutated_by", "_pd_inplace_op", "_pd_context", "_pd_remote", "__weakref__",
+        "_pd_runs_on", "_pd_mutated_by", "_pd_inplace_op", "_pd_context", "_pd_remote", "__weakref__",
     )
 
 
@@ -116,7 +116,7 @@ class Future(_FutureSlots):
         self._pd_context = _exc_info()[1]
         self._pd_dependents = None
         self._pd_label = label
-        self._pd_worker = None
+        self._pd_runs_on = None
         # Set when ``self += x`` was applied to a copy of this value: if the
         # value turns out to be mutable in place by ``_pd_inplace_op`` (e.g.
         # operator.iadd on a list), later readers see that copy, as they would

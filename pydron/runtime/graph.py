@@ -128,6 +128,11 @@ def user_site() -> tuple | None:
 
 _GRAPH_NUMBERS = itertools.count(1)
 
+# Where a task runs (a future's ``_pd_runs_on``): constants, not bound methods,
+# which would be one more object kept alive per pending call.
+REMOTE = "remote"  # a functional call, on a worker
+LOCAL = "local"    # a deferred operation, on the schedule function's thread
+
 
 class Graph:
     """Tasks of one top-level schedule call, shared by nested schedule calls."""
@@ -261,7 +266,7 @@ class Graph:
         task = Task.make(future, fn, args, kwargs)
         # Pickled now, on this thread: later mutations of the arguments are not seen.
         self.pool.prepare(task)
-        self._start(task, self._dispatch_remote)
+        self._start(task, REMOTE)
         return future
 
     def defer(self, op: Callable[..., Any], args: tuple) -> Any:
@@ -269,7 +274,7 @@ class Graph:
         if all(latest(f)._pd_state is DONE for f in find_futures(args)):
             return op(*resolve_deep(args))
         future = self._next(user_site(), getattr(op, "__name__", "operation"))
-        self._start(Task.make(future, op, snapshot(args), {}), self._run_local)
+        self._start(Task.make(future, op, snapshot(args), {}), LOCAL)
         return future
 
     def defer_inplace(self, op: Callable[[Any, Any], Any], target: Future, other: Any) -> Future:
@@ -293,12 +298,12 @@ class Graph:
         task = Task.make(result, apply, (target, snapshot(other)), {})
         object.__setattr__(target, "_pd_inplace_op", op)
         object.__setattr__(target, "_pd_mutated_by", result)
-        self._start(task, self._run_local)
+        self._start(task, LOCAL)
         return result
 
-    def _start(self, task: Task, run: Callable[[Task], None]) -> None:
+    def _start(self, task: Task, runs_on: str) -> None:
         future = task.future
-        object.__setattr__(future, "_pd_worker", run)
+        object.__setattr__(future, "_pd_runs_on", runs_on)
         with CONDITION:
             self._outstanding[future._pd_seq] = future
             heapq.heappush(self._outstanding_seqs, future._pd_seq)
@@ -316,8 +321,12 @@ class Graph:
                 self._fail_locked(future, failed._pd_origin, None)
                 return
             ready = task.waiting == 0
-        if ready:
-            run(task)  # this is the schedule function's thread: a deferred operation may run here
+        if not ready:
+            return
+        if runs_on is LOCAL:
+            self._run_local(task)  # this is the schedule function's thread
+        else:
+            self._dispatch_remote(task)
 
     # -- running ----------------------------------------------------------
     def _dispatch_remote(self, task: Task) -> None:
@@ -372,10 +381,10 @@ class Graph:
 
     def _run_ready(self, ready: list[Task]) -> None:
         for task in ready:
-            if task.future._pd_worker == self._run_local:
+            if task.future._pd_runs_on is LOCAL:
                 self._local_ready.append(task)
             else:
-                task.future._pd_worker(task)
+                self._dispatch_remote(task)
 
     def run_local_ready(self) -> None:
         """Run the deferred operations whose inputs are known (the schedule thread only)."""
@@ -398,7 +407,7 @@ class Graph:
                 if future._pd_state is PENDING:
                     self._fail_locked(future, future, CallCancelled(
                         f"{future._pd_label}() was cancelled: {reason}"))
-        remote = [f for f in doomed if f._pd_worker == self._dispatch_remote]
+        remote = [f for f in doomed if f._pd_runs_on is REMOTE]
         if remote and self._pool is not None:
             self._pool.cancel(remote)
 
