@@ -74,6 +74,10 @@ class Backend(abc.ABC):
     def prepare(self, task: Any) -> None:
         """Pickle ``task``'s arguments now, on the caller's thread."""
 
+    def make_room(self) -> None:
+        """On the thread that issues calls, before it issues one: wait while too many
+        ready tasks wait to be run (bounded memory). Nothing by default."""
+
     @abc.abstractmethod
     def submit(self, task: Any, graph: Outcomes) -> None:
         """Run a ready task; its outcome goes to ``graph.finish`` later."""

@@ -41,6 +41,16 @@ DEFAULT_RETRIES = 3
 CANCEL_GRACE = float(os.environ.get("PYDRON_CANCEL_GRACE", "2"))
 # The dispatcher tells workers about released values at least this often (seconds).
 RELEASE_SECONDS = 0.5
+# Ready tasks waiting to be sent: above QUEUE_HIGH, the thread that issues
+# calls waits until QUEUE_LOW remain or a task that is not trivial heads the
+# queue (``make_room``). Calls that take workers less time than the master
+# needs to send them would otherwise pile up, with their arguments, and the
+# dispatcher would meet each one long after the CPU cache did. The waiting
+# costs no overlap worth having: QUEUE_LOW trivial tasks are 50 ms of work.
+QUEUE_HIGH = 2048
+QUEUE_LOW = 512
+TRIVIAL_SECONDS = 0.0001  # a task's own run time on its worker
+ROOM_POLL_SECONDS = 0.1  # how often a waiting issuer looks at the workers' liveness
 # Task ids are unique in the process, not per pool: records of two pools (an
 # old one still finishing, the run report's) never mix up two tasks.
 _TASK_IDS = iter(range(1, sys.maxsize))
@@ -123,6 +133,7 @@ class Pool(Backend):
         self._closed = False
         self._next_worker = 0  # round-robin among equally busy workers
         self._short: dict[Any, bool] = {}  # function -> its last task was short
+        self._trivial: dict[Any, bool] = {}  # function -> its last task ran under TRIVIAL_SECONDS
         # (when, order, kind, worker, task_id): a timeout to enforce, or the end of
         # a cancelled task's grace; a watchdog thread acts on them.
         self._deadlines: list[tuple[float, int, str, Worker, int]] = []
@@ -135,6 +146,8 @@ class Pool(Backend):
         self.bytes_through_master = 0
         self.bytes_between_workers = 0
         self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
+        self._room = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
+        self._issuers_waiting = 0  # threads in make_room
         self._watchdog: threading.Thread | None = None
         began = time.perf_counter()
         self._start_workers()
@@ -246,6 +259,29 @@ class Pool(Backend):
         except Exception as exc:  # noqa: BLE001 - reported through the task's future
             task.payload = exc
 
+    def make_room(self) -> None:
+        """With QUEUE_HIGH ready tasks waiting, wait until QUEUE_LOW remain or a task
+        that is not trivial heads the queue (the queue then leaves at the workers'
+        pace, not the master's, and the program's own work goes on meanwhile).
+
+        Only the thread that issues calls waits here, never one that receives
+        results. It stops waiting when the pool closes, when no worker is alive
+        or starting (the next submit fails the task), or when the dispatcher is gone.
+        """
+        if len(self._queue) < QUEUE_HIGH:  # read without the lock: a hint, checked below
+            return
+        with self._lock:
+            while (not self._queue_drained_locked() and not self._closed and self._thread.is_alive()
+                   and (self._starting or _any_alive(self._workers))):
+                self._issuers_waiting += 1
+                try:
+                    self._room.wait(ROOM_POLL_SECONDS)
+                finally:
+                    self._issuers_waiting -= 1
+
+    def _queue_drained_locked(self) -> bool:
+        return len(self._queue) <= QUEUE_LOW or not self._trivial.get(_key(self._queue[0][2].fn), False)
+
     def submit(self, task: Any, graph: Any) -> None:
         """Queue a ready task; the dispatcher sends it to a worker."""
         with self._lock:
@@ -275,6 +311,8 @@ class Pool(Backend):
                 if self._closed:
                     return
                 batches = self._assign_locked() if self._queue else []
+                if self._issuers_waiting and self._queue_drained_locked():
+                    self._room.notify_all()
             for worker, task_ids in revokes:
                 self._control(worker, ("revoke", task_ids))
             for worker, batch in batches:
@@ -515,9 +553,12 @@ class Pool(Backend):
                     _adapt_window(worker, seconds)
                     if len(self._short) > 10_000:
                         self._short.clear()
+                        self._trivial.clear()
+                    key = _key(entry[0].fn)
                     # A large result stays on the worker: such tasks queue at most one
                     # deep there, as long ones do (their results would pile up in its memory).
-                    self._short[_key(entry[0].fn)] = seconds < SHORT_SECONDS and type(data) is not RemoteValue
+                    self._short[key] = seconds < SHORT_SECONDS and type(data) is not RemoteValue
+                    self._trivial[key] = ended - began < TRIVIAL_SECONDS
             entry = None
         for task, graph, (_, key, address) in lost_inputs:
             self._input_lost(task, graph, key, address)

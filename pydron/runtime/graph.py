@@ -262,6 +262,7 @@ class Graph:
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         """Issue a functional call; it runs on a worker once its inputs are known."""
+        self.pool.make_room()
         future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
         task = Task.make(future, fn, args, kwargs)
         # Pickled now, on this thread: later mutations of the arguments are not seen.
