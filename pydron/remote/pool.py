@@ -43,10 +43,11 @@ CANCEL_GRACE = float(os.environ.get("PYDRON_CANCEL_GRACE", "2"))
 RELEASE_SECONDS = 0.5
 # Ready tasks waiting to be sent: above QUEUE_HIGH, the thread that issues
 # calls waits until QUEUE_LOW remain or a task that is not trivial heads the
-# queue (``make_room``). Calls that take workers less time than the master
-# needs to send them would otherwise pile up, with their arguments, and the
-# dispatcher would meet each one long after the CPU cache did. The waiting
-# costs no overlap worth having: QUEUE_LOW trivial tasks are 50 ms of work.
+# queue (``make_room``). Calls that take a worker less time than the master
+# needs to send them would otherwise pile up, with their arguments, and each
+# would have left the CPU's caches long before the dispatcher reached it.
+# The program loses no overlap worth having: QUEUE_LOW trivial tasks are at
+# most 50 ms of the workers' time.
 QUEUE_HIGH = 2048
 QUEUE_LOW = 512
 TRIVIAL_SECONDS = 0.0001  # a task's own run time on its worker
