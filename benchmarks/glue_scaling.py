@@ -268,7 +268,8 @@ def scaling_family(args, env, log) -> tuple[list[str], dict]:
             cells.append(status_cell(plain, args.limit) or fmt_time(plain["seconds"]))
             cells.append(status_cell(pd, args.limit) or fmt_time(pd["seconds"]))
             ok = plain["status"] == "ok" and pd["status"] == "ok"
-            cells.append(f"{pd['seconds'] / plain['seconds']:,.0f}x" if ok else "—")
+            ratio = pd["seconds"] / plain["seconds"] if ok else None
+            cells.append("—" if ratio is None else f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x")
             cells.append(fmt_time(pd["seconds"] / n) if pd["status"] == "ok" else "—")
             before = results[kind].get(str(n // 10), {})
             previous, previous_plain = before.get("pydron"), before.get("plain")

@@ -527,6 +527,25 @@ def local(container: Any) -> Any:
     return container
 
 
+def concat_local(left: Any, right: Any, fresh: list) -> Any:
+    """``name = name + [...]``, where ``left`` is what ``name`` held: ``left + right``,
+    made by extending ``left`` when nothing but ``name`` holds it (CPython does
+    the same for ``s = s + t`` on strings). The store that follows drops the old
+    list, so no one can tell, and a loop that grows a list this way costs
+    linear time instead of quadratic.
+
+    ``fresh`` is an empty list built for this call: held by the call alone, it
+    gives the references a call holds on any interpreter version."""
+    if type(left) is list and type(right) is list:
+        graph = _threads.graph
+        # ``name`` holds ``left`` once; so may the graph's record of local containers.
+        held = 1 + (graph is not None and graph.local.get(id(left)) is left)
+        if sys.getrefcount(left) == sys.getrefcount(fresh) + held:
+            left += right
+            return left
+    return left + right
+
+
 def _is_local(obj: Any) -> Graph | None:
     graph = current_graph()
     if graph is not None and id(obj) in graph.local:

@@ -16,7 +16,7 @@ from bytecode import Bytecode, Instr, Label, TryBegin
 from pydron.functional import is_functional
 from pydron.runtime import purity
 from pydron.runtime.syncpoints import SCHEDULE_MARK
-from pydron.tracer.regions import stored_names
+from pydron.tracer.regions import loaded_local, stored_names
 from pydron.tracer.rewrite import analyse, code_kind
 from pydron.tracer.stack import simulate
 from pydron.tracer.versions import current_spec
@@ -164,7 +164,7 @@ def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
             for producer in flow.before[index][-1]:
                 if producer[0] in plan.local_builds:
                     continue
-                name = _loaded_local(items, producer)
+                name = loaded_local(items, producer)
                 if name is None:
                     copied = None
                     break
@@ -179,18 +179,6 @@ def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
                 names.discard(name)
                 changed = True
     return names
-
-
-def _loaded_local(items: list[Any], producer: tuple) -> str | None:
-    """The local variable whose load produced this stack value, if it was one."""
-    if producer[0] == "handler":
-        return None
-    instr = items[producer[0]]
-    if instr.name in ("LOAD_FAST", "LOAD_FAST_CHECK"):
-        return str(instr.arg)
-    if instr.name == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals, one per output
-        return str(instr.arg[producer[1]])
-    return None
 
 
 def _loops(items: list[Any]) -> list[tuple[int, int, str]]:

@@ -71,6 +71,20 @@ def stored_names(instr: Instr) -> list[str]:
     return sorted(_use_def(instr)[1])
 
 
+def loaded_local(items: list[Any], producer: tuple) -> str | None:
+    """The local variable whose load produced this stack value, if it was one."""
+    if producer[0] == "handler":
+        return None
+    instr = items[producer[0]]
+    if instr.name in ("LOAD_FAST", "LOAD_FAST_CHECK"):
+        return str(instr.arg)
+    if instr.name == "LOAD_FAST_LOAD_FAST":  # 3.13: two locals, one per output
+        return str(instr.arg[producer[1]])
+    if instr.name == "STORE_FAST_LOAD_FAST":  # 3.13: stores the first, loads the second
+        return str(instr.arg[1])
+    return None
+
+
 def find_overlap(items: list[Any], spec: Spec311, protected: set[int]) -> Overlap:
     """The protected instructions whose block may overlap its calls, and where to settle them."""
     labels = {id(item): index for index, item in enumerate(items) if isinstance(item, Label)}

@@ -39,7 +39,7 @@ from pydron.runtime.future import FUTURES, LIVE, Future
 from pydron.runtime import syncpoints as sp
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
 from pydron.tracer.natives import find_natives, native_constant, typed_locals, typed_receiver
-from pydron.tracer.regions import Overlap, find_overlap
+from pydron.tracer.regions import Overlap, find_overlap, loaded_local, stored_names
 from pydron.tracer.stack import Flow, StackError, exception_handlers, simulate
 from pydron.tracer.versions import Spec311, current_spec
 
@@ -63,6 +63,9 @@ class Plan:
     wraps: dict[tuple, bool] = field(default_factory=dict)  # producer -> protected
     syncs_before: set[int] = field(default_factory=set)
     local_builds: set[int] = field(default_factory=set)  # containers that become local variables
+    # ``name = name + [...]``: additions that may extend the list in place
+    # (syncpoints.concat_local), so that such a loop is linear, not quadratic.
+    concats: set[int] = field(default_factory=set)
     overlap: Overlap = field(default_factory=Overlap)  # try/with blocks whose calls overlap
     settle_after: set[int] = field(default_factory=set)
     # In-place operators on values known to be immutable builtins: emitted as they are.
@@ -208,6 +211,8 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
         elif (item.name == "BINARY_OP" and int(item.arg) in (0, 5) and stored(index)
               and (built(flow.before[index][-1]) or built(flow.before[index][-2]))):
             plan.local_builds.add(index)  # ``[None] * n``, ``[] + other``: a fresh container
+            if _rebinds_own_concat(items, flow, index):
+                plan.concats.add(index)
 
     def is_null(producer: tuple) -> bool:
         if producer[0] == "handler":
@@ -273,6 +278,29 @@ def analyse(items: list[Any], flow: Flow, spec: Spec311, kind: str | None = "fun
     # tasks too: inside try/with they settle before the next statement.
     plan.settle_after = {index for index in plan.native_calls if index in one_at_a_time}
     return plan
+
+
+def _rebinds_own_concat(items: list[Any], flow: Flow, index: int) -> bool:
+    """``name = name + [...]`` at BINARY_OP ``index``: the left operand is a load of
+    ``name``, the right one a list just built, the sum is stored to ``name``
+    and nothing stores ``name`` in between. Then the old list is dropped right
+    after, and if nothing else holds it, extending it is the same as the sum."""
+    if int(items[index].arg) != 0:
+        return False
+    *_, left, right = flow.before[index]
+    if len(left) != 1 or not right or any(p[0] == "handler" or items[p[0]].name != "BUILD_LIST"
+                                          for p in right):
+        return False
+    load = next(iter(left))
+    name = loaded_local(items, load)
+    consumers = flow.consumers.get((index, 0), ())
+    if name is None or load[0] >= index or len(consumers) != 1:
+        return False
+    store = items[next(iter(consumers))[0]]
+    if store.name not in ("STORE_FAST", "STORE_FAST_LOAD_FAST") or stored_names(store)[:1] != [name]:
+        return False
+    return not any(isinstance(item, Instr) and name in stored_names(item)
+                   for item in items[load[0] + 1:index])
 
 
 def _plan_natives(code: types.CodeType, items: list[Any], flow: Flow, spec: Spec311, plan: Plan,
@@ -755,7 +783,12 @@ def _emit(items: list[Any], plan: Plan, spec: Spec311, generator: bool,
                     out.extend(join_of(index, location))
                 out.extend(wrap)
             continue
-        if index in plan.native_inplace:
+        if index in plan.concats and not journaled:
+            # [left, right] -> [helper, left, right, a new empty list], then the call
+            out.extend([Instr("LOAD_CONST", sp.concat_local, location=location),
+                        Instr("SWAP", 3, location=location), Instr("SWAP", 2, location=location),
+                        Instr("BUILD_LIST", 0, location=location), *spec.call(3, location)])
+        elif index in plan.native_inplace:
             out.append(item)  # immutable builtins: rebound, never shared, never futures
         elif index in joins:
             out.append(item)
