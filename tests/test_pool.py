@@ -423,6 +423,28 @@ def test_plain_and_other_arguments_run_on_workers(graph):
     assert result(graph.submit(H.echo, ([1, 2],), {"k": (3,)})) == (([1, 2],), {"k": (3,)})
 
 
+def test_plain_results_come_back_as_themselves_with_their_types(graph, pool):
+    """A small number, string or bytes comes back inside the batch of results,
+    not as a pickle of its own; larger strings, subclasses and the rest as before.
+    Each comes back equal and of its own type, and is counted through the master."""
+    class Text(str):
+        pass
+
+    limit = pool_module.worker_module.PLAIN_RESULT_LIMIT
+    values = [0, -7, 2**70, 1.5, 2j, True, None, "", "x" * limit, "y" * (limit + 1),
+              b"z" * limit, b"w" * (limit + 1), Text("sub"), [1, "a"], (2.0,)]
+    before = pool.bytes_through_master
+    futures = [graph.submit(H.sleep_then_return, (0, v), {}) for v in values]
+    H.call_with_timeout(graph.sync, 10)
+    # Known as they arrived: nothing is left to unpickle on the schedule thread.
+    assert all(f._pd_bytes is None and f._pd_value == v for f, v in zip(futures[:9], values))
+    assert futures[9]._pd_bytes is not None  # over the limit: a pickle, loaded on first use
+    back = [result(f) for f in futures]
+    assert back == values
+    assert [type(v) for v in back] == [type(v) for v in values]
+    assert pool.bytes_through_master - before >= 2 * limit + 2 * (limit + 1)
+
+
 _PRINTING = r'''
 import sys
 sys.path[:0] = {paths!r}

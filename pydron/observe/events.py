@@ -34,6 +34,7 @@ from typing import Any
 
 from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import PENDING
+from pydron.runtime.resolve import plain_size
 
 log = logging.getLogger("pydron")  # with a NullHandler (pydron/__init__.py)
 
@@ -212,8 +213,9 @@ class Events:
                  began: float | None, ended: float | None) -> None:
         """A result came back (with the pool's lock held); ``began``/``ended``: the worker's clock.
 
-        ``data``: the result's bytes, or ``("kept", key, size, type)`` for a result
-        that stays on the worker (no bytes moved); ``b""`` with ``ok`` false: a
+        ``data``: the result's bytes, ``("value", value)`` for a small plain value,
+        or ``("kept", key, size, type)`` for a result that stays on the worker
+        (no bytes moved); ``b""`` with ``ok`` false: a
         cancelled task, counted as neither done nor failed.
         """
         if not ok and data == b"":
@@ -221,8 +223,8 @@ class Events:
             if records is not None:
                 records.append(("done", task_id, None, 0, _clock(), began, ended))
             return
-        kept = 0 if type(data) is bytes else data[2]  # ("kept", key, size, type)
-        size = len(data) if type(data) is bytes else 0
+        kept = data[2] if type(data) is tuple and data[0] == "kept" else 0  # ("kept", key, size, type)
+        size = len(data) if type(data) is bytes else plain_size(data[1]) if data[0] == "value" else 0
         run = self.run
         run.bytes_kept += kept
         run.done += 1

@@ -56,6 +56,9 @@ class Outcomes(Protocol):
     def finish(self, future: Any, ok: bool, value: Any = ..., payload: bytes | None = None,
                error: BaseException | None = None, remote: Any = None) -> None: ...
 
+    def finish_values(self, results: list[tuple[Any, Any, bytes | None, Any]]) -> None:
+        """``finish(ok=True)`` of each (future, value, payload, remote), at once (optional)."""
+
 
 class Backend(abc.ABC):
     """Runs functional calls for the scheduler (see the module docstring)."""

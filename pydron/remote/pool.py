@@ -31,6 +31,7 @@ from pydron.remote.backend import Backend
 from pydron.remote.preload import modules_to_preload
 from pydron.remote.values import Recipe, RemoteValue
 from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
+from pydron.runtime.resolve import plain_size
 
 START_TIMEOUT = float(os.environ.get("PYDRON_START_TIMEOUT", "60"))
 # How many workers one task may take down before it fails with WorkerDied
@@ -541,10 +542,13 @@ class Pool(Backend):
                         lost_inputs.append((entry[0], entry[1], data))
                         continue
                     EVENTS.finished(worker, task_id, ok, data, began, ended)
-                    if type(data) is tuple:  # ("kept", key, size, type): it stays on the worker
+                    if type(data) is bytes:
+                        if ok:
+                            self.bytes_through_master += len(data)
+                    elif data[0] == "value":  # a small plain value, as itself
+                        self.bytes_through_master += plain_size(data[1])
+                    else:  # ("kept", key, size, type): it stays on the worker
                         data = self._kept(worker, entry[0], data)
-                    elif ok:
-                        self.bytes_through_master += len(data)
                     # Only the future: the task (and its arguments) is dropped
                     # before anyone learns it finished, as in the plain run.
                     finished.append((entry[0].future, entry[1], ok, data, remote_tb))
@@ -563,17 +567,32 @@ class Pool(Backend):
             entry = None
         for task, graph, (_, key, address) in lost_inputs:
             self._input_lost(task, graph, key, address)
+        values: list[tuple] = []  # successes in a row for one graph, finished together
+        values_graph = None
         for future, graph, ok, data, remote_tb in finished:
             if future._pd_state is not PENDING:  # cancelled, or timed out, while it ran
                 if type(data) is RemoteValue:
                     data.release()  # nobody will read it
                 continue
+            if values and (graph is not values_graph or not ok):
+                values_graph.finish_values(values)
+                values = []
+            value, payload, remote = _MISSING, data, None
             if type(data) is RemoteValue:
-                graph.finish(future, ok=True, remote=data)
+                payload, remote = None, data
+            elif type(data) is tuple:  # ("value", value)
+                value, payload = data[1], None
+            if ok and hasattr(graph, "finish_values"):  # a Graph; not a recomputation's sink
+                values_graph = graph
+                values.append((future, value, payload, remote))
             elif ok:
-                graph.finish(future, ok=True, payload=data)
+                if value is not _MISSING:
+                    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                graph.finish(future, ok=True, payload=payload, remote=remote)
             else:
                 graph.finish(future, ok=False, error=_remote_error(data, remote_tb, worker))
+        if values:
+            values_graph.finish_values(values)
         # Only now, with the tasks these results made ready queued: the next task
         # sent is the first in program order, a consumer before another producer.
         with self._lock:

@@ -66,8 +66,11 @@ worker -> master
     execnet's own serializer is written in Python and costs microseconds per
     item: a pickled batch of trivial tasks or results costs a tenth of that.
   RESULT = (task_id, ok, value_bytes or error_bytes, remote_traceback_text, began, ended)
-    A result over init's "inline_limit" stays on the worker: value_bytes is
-    then ("kept", key, size, type_name). A task whose INPUT could not be had
+    A number, bool, None, or a str or bytes of at most PLAIN_RESULT_LIMIT
+    (4 KiB) comes as ("value", the value itself): the batch's pickle carries
+    it, and unpickling such a value runs no user code, so the receiving thread
+    may do it. A result over init's "inline_limit" stays on the worker:
+    value_bytes is then ("kept", key, size, type_name). A task whose INPUT could not be had
     fails with ("lost", key, (host, port)): the master makes it again.
     A cancelled task's RESULT is (task_id, False, b"", None, began, ended); the
     master has already failed its future and ignores it.

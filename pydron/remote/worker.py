@@ -70,7 +70,11 @@ def _input_value(source):
 
 
 def _result(task_id, value):
-    """What goes back for a result: its pickle, or, above the inline limit, a note that it is kept."""
+    """What goes back for a result: a small plain value itself, its pickle, or,
+    above the inline limit, a note that it is kept."""
+    kind = type(value)
+    if kind in _PLAIN and (kind not in (str, bytes) or len(value) <= PLAIN_RESULT_LIMIT):
+        return ("value", value)
     limit = _data["inline_limit"]
     if limit is None:
         return _dumps(value)
@@ -88,8 +92,9 @@ def _result(task_id, value):
 
 
 # A batch whose byte strings are all smaller goes as one pickle (protocol.py has the
-# same limit; this module imports nothing of pydron).
+# same limits; this module imports nothing of pydron).
 BATCH_PICKLE_LIMIT = 64 * 1024
+PLAIN_RESULT_LIMIT = 4096  # a str or bytes result up to this size goes as itself
 
 
 def _batch(items, field):

@@ -365,20 +365,34 @@ class Graph:
             if future._pd_state is not PENDING:
                 return
             if ok:
-                object.__setattr__(future, "_pd_value", value)
-                object.__setattr__(future, "_pd_bytes", payload)
-                object.__setattr__(future, "_pd_remote", remote)
-                object.__setattr__(future, "_pd_state", DONE)
-                # Only a failure needs its call site; the frames would keep
-                # the schedule function's locals (futures among them) alive.
-                object.__setattr__(future, "_pd_site", None)
-                object.__setattr__(future, "_pd_context", None)
-                self._outstanding.pop(future._pd_seq, None)
-                ready = self._release_locked(future, None)
+                ready = self._succeed_locked(future, value, payload, remote)
             else:
                 ready = self._fail_locked(future, future, error)
             CONDITION.notify_all()
         self._run_ready(ready)
+
+    def finish_values(self, results: list[tuple[Future, Any, bytes | None, Any]]) -> None:
+        """``finish(ok=True)`` for a batch of (future, value, payload, remote) from a
+        worker: one lock and one wake-up of the schedule thread for all of them."""
+        ready: list[Task] = []
+        with CONDITION:
+            for future, value, payload, remote in results:
+                if future._pd_state is PENDING:
+                    ready += self._succeed_locked(future, value, payload, remote)
+            CONDITION.notify_all()
+        self._run_ready(ready)
+
+    def _succeed_locked(self, future: Future, value: Any, payload: bytes | None, remote: Any) -> list[Task]:
+        object.__setattr__(future, "_pd_value", value)
+        object.__setattr__(future, "_pd_bytes", payload)
+        object.__setattr__(future, "_pd_remote", remote)
+        object.__setattr__(future, "_pd_state", DONE)
+        # Only a failure needs its call site; the frames would keep
+        # the schedule function's locals (futures among them) alive.
+        object.__setattr__(future, "_pd_site", None)
+        object.__setattr__(future, "_pd_context", None)
+        self._outstanding.pop(future._pd_seq, None)
+        return self._release_locked(future, None)
 
     def _run_ready(self, ready: list[Task]) -> None:
         for task in ready:

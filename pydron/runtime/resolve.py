@@ -22,6 +22,11 @@ _MUTABLE = frozenset({list, dict, set})
 PLAIN_TYPES = frozenset({int, float, complex, bool, str, bytes, type(None)})
 
 
+def plain_size(value: Any) -> int:
+    """About the bytes a plain value takes on the wire (for the byte counts)."""
+    return len(value) if type(value) in (str, bytes) else 8
+
+
 def _children(obj: Any) -> list:
     kind = type(obj)
     if kind is dict:
