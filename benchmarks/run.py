@@ -486,7 +486,9 @@ def main(argv=None) -> int:
                       ["pipeline"], ["glue"]]:
             runs = sizes.repeats + (2 if group == ["glue"] else 0) + (2 if "progress_on" in group else 0)
             for r in range(runs):
-                for entry in live:
+                # Each round starts at the next tool: no tool always follows the same one
+                # (the sequential run, say, which leaves the machine in its own state).
+                for entry in live[r % len(live):] + live[:r % len(live)]:
                     for measure in group:
                         if getattr(entry.tool, measure) is None:
                             continue

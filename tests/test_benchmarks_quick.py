@@ -84,3 +84,27 @@ def test_master_cpu_row_is_in_the_table(quick_run):
     assert len(row) == 1, _output(proc)
     assert row[0].count(" ms |") >= 2, row[0]  # sequential and pydron at least
     assert data["results"]["pydron"]["cpu"]["master_cpu"] >= 0
+
+
+def _verdict(pydron_runs, peer_runs):
+    sys.path.insert(0, os.path.dirname(RUN))
+    import run  # benchmarks/run.py
+
+    results = {"sequential": {"cpu": {"runs": [4.0] * len(peer_runs), "errors": []}},
+               "pydron": {"cpu": {"runs": pydron_runs, "errors": []}},
+               "joblib": {"cpu": {"runs": peer_runs, "errors": []}}}
+    for res in results.values():
+        res["cpu"]["seconds"] = sorted(res["cpu"]["runs"])[len(res["cpu"]["runs"]) // 2]
+    figs = {measure: {} for measure in run.MEASURES}
+    figs["cpu"] = {name: 4.0 / res["cpu"]["seconds"] for name, res in results.items()}
+    return run.level_with_best(results, figs, "cpu")
+
+
+def test_cpu_verdict_counts_a_gap_within_the_peers_spread_as_level():
+    """The CPU-bound row's ">= best peer": met when ahead; when behind, met only
+    if the gap is inside the peer's own spread and pydron won some round."""
+    assert _verdict([2.0, 2.0, 2.0], [2.1, 2.1, 2.1])[1] is True  # ahead
+    text, met = _verdict([2.02, 1.96, 2.04], [2.0, 1.9, 2.1])  # 1% behind, spread 10%, ahead once
+    assert met is True and "ahead in 1 of 3 rounds" in text
+    assert _verdict([2.05, 2.05, 2.05], [2.0, 2.0, 2.01])[1] is False  # behind every round, no spread
+    assert _verdict([2.3, 2.3, 2.3], [2.0, 1.9, 2.1])[1] is False  # 13% behind: outside the 10% spread
