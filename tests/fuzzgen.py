@@ -104,10 +104,14 @@ def fz_die(x, token):
 
     ``token`` is ``(marker_path, master_pid)`` (``DIE`` in a program's globals;
     None: never die).  The marker file, made just before the kill, keeps the
-    task's re-run on the replacement worker (and the plain run, in the master)
-    from dying again.
+    task's re-run on the replacement worker from dying again. In the master
+    (the plain run) it makes ``marker_path + ".reached"`` instead.
     """
-    if token is None or os.getpid() == token[1]:
+    if token is None:
+        return x
+    if os.getpid() == token[1]:  # the plain run: note that the program reaches this call
+        with open(token[0] + ".reached", "w"):
+            pass
         return x
     try:
         fd = os.open(token[0], os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
@@ -764,8 +768,10 @@ def check(source, args_list, timeout=30.0, die_dir=None):
     with the source on any difference.
 
     With ``die_dir``, each scheduled run gets a fresh marker file there for its
-    ``fz_die`` call (the first run of that task kills its worker); the result is
-    the number of runs in which a worker was killed that way (else None).
+    ``fz_die`` call (the first run of that task kills its worker); a program
+    whose plain run calls ``fz_die`` must kill a worker in its scheduled run.
+    The result is the number of runs in which a worker was killed that way
+    (else None).
 
     Each program runs in a fresh thread, so that a scheduled run that leaves an
     exception set in the thread state (``sys.exc_info()``, which would become
@@ -789,6 +795,9 @@ def check(source, args_list, timeout=30.0, die_dir=None):
                     marker = os.path.join(die_dir, f"die-{uuid.uuid4().hex}")
                     assert_equivalent(build(source, die=(marker, os.getpid())), *args)
                     deaths.append(os.path.exists(marker))
+                    if os.path.exists(marker + ".reached") and not deaths[-1]:
+                        raise AssertionError(f"fz{args!r}: the plain run calls fz_die, but no "
+                                             f"worker died in the scheduled run")
                 if sys.exc_info()[0] is not None:
                     raise AssertionError(
                         f"fz{args!r}: after the scheduled run, sys.exc_info() is still "

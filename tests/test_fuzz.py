@@ -200,8 +200,9 @@ def test_fuzz_worker_deaths(own_pool, tmp_path):
     while (pool._starting or sum(w.alive for w in pool.workers) < 2) and time.monotonic() < deadline:
         time.sleep(0.05)
     print(f"{DEATHS} programs, {died} worker deaths, {pool.replacements} replacements")
-    # Most programs reach their fz_die call (the others return or raise before it).
-    assert died >= DEATHS // 2, f"only {died} of {DEATHS} programs killed a worker"
+    # Every program whose plain run reaches its fz_die call killed a worker
+    # (fuzzgen.check asserts it); many do (the others return or raise before it).
+    assert died >= DEATHS // 4, f"only {died} of {DEATHS} programs killed a worker"
     assert sum(w.alive for w in pool.workers) == 2, pool.workers
     assert len(pool.workers) == 2, pool.workers   # a replacement takes the dead one's place
     assert pool.replacements == died == len(pool.deaths), pool.deaths   # each death: one new worker
