@@ -157,3 +157,25 @@ def test_a_cancelled_short_task_in_a_window_leaves_its_function_for_the_next_tas
         assert not pool.deaths
     finally:
         pool.shutdown()
+
+
+def test_a_burst_of_a_function_seen_short_is_shared_by_a_worker_with_a_small_window():
+    """A function first seen short (tiny calls that one worker ran, so only that
+    worker's window grew), then called with long inputs: the burst is shared by
+    both workers, not queued on the one with the deep window (it took 1.8x as
+    long: 60 of 64 calls on one worker)."""
+    pool = _pool(retries=3)
+    try:
+        with pool._lock:
+            pool._short[H.sleep_then_pid] = True
+            deep, fresh = pool.workers
+            deep.window, fresh.window = 64, 1
+        graph = Graph(lambda: pool)
+        start = time.monotonic()
+        pids = [H.result(f) for f in [graph.submit(H.sleep_then_pid, (0.3,), {}) for _ in range(8)]]
+        elapsed = time.monotonic() - start
+        counts = sorted(pids.count(w.info["pid"]) for w in pool.workers)
+        assert counts[0] >= 3, f"one worker ran {counts[0]} of 8 calls"
+        assert elapsed < 2.0, f"8 x 0.3 s on 2 workers took {elapsed:.2f} s"
+    finally:
+        pool.shutdown()

@@ -358,9 +358,12 @@ class Pool(Backend):
             key = self._functions.get(task.fn, (None,))[0]
         except TypeError:  # unhashable: never cached
             key = None
+        # A worker's window grows with the short tasks it runs; one that has run
+        # none yet must still take its share of a burst, not one task at a time.
+        room = max(worker.window for worker in self._workers) if short else long_room
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
-            if worker.alive and len(worker.inflight) < (worker.window if short else long_room):
+            if worker.alive and len(worker.inflight) < room:
                 if (best is None or len(worker.inflight) < len(best.inflight)
                         or (len(worker.inflight) == len(best.inflight) and key is not None
                             and key in worker.functions_sent and key not in best.functions_sent)):
