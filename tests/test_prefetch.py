@@ -179,3 +179,31 @@ def test_a_burst_of_a_function_seen_short_is_shared_by_a_worker_with_a_small_win
         assert elapsed < 2.0, f"8 x 0.3 s on 2 workers took {elapsed:.2f} s"
     finally:
         pool.shutdown()
+
+
+def test_tasks_in_a_window_come_back_when_their_function_turns_out_long():
+    """Calls of a function seen short go out in windows; when one of them runs
+    long, the calls still waiting behind it are taken back for the worker that
+    fell idle, instead of running one after the other where they wait."""
+    pool = _pool(retries=3)
+    records = EVENTS.watch()
+    try:
+        with pool._lock:
+            pool._short[H.sleep_then_pid] = True
+            for worker in pool.workers:
+                worker.window = 64
+        graph = Graph(lambda: pool)
+        # Sent in turn to the two workers: the long calls all land on one of them.
+        seconds = [1.0, 0.001] * 4
+        start = time.monotonic()
+        futures = [graph.submit(H.sleep_then_pid, (s,), {}) for s in seconds]
+        pids = [H.result(f) for f in futures]
+        elapsed = time.monotonic() - start
+        long_ran_on = {pid for pid, s in zip(pids, seconds) if s == 1.0}
+        assert len(long_ran_on) == 2, "the long calls all ran where they were first sent"
+        assert elapsed < 3.3, f"4 x 1 s on 2 workers took {elapsed:.2f} s"
+        assert [r[0] for r in records].count("revoked") >= 1
+        assert all(not w.asked and not w.prefetched for w in pool.workers)
+    finally:
+        EVENTS.unwatch()
+        pool.shutdown()

@@ -84,6 +84,9 @@ class Worker:
         # Long tasks queued behind another long one (see Pool._free_worker): task
         # id -> whether the master has asked for it back for an idle worker.
         self.prefetched: dict[int, bool] = {}
+        # Tasks of its window asked back because their function turned out long
+        # after they were sent (see Pool._take_back_turned_long_locked).
+        self.asked: set[int] = set()
         self.functions_sent: set[int] = set()
         self.forget: list[int] = []  # keys to drop before the next batch
         self.alive = True
@@ -135,6 +138,7 @@ class Pool(Backend):
         self._closed = False
         self._next_worker = 0  # round-robin among equally busy workers
         self._short: dict[Any, bool] = {}  # function -> its last task was short
+        self._turned_long = False  # a function seen short ran long: windows may hold its tasks
         self._trivial: dict[Any, bool] = {}  # function -> its last task ran under TRIVIAL_SECONDS
         # (when, order, kind, worker, task_id): a timeout to enforce, or the end of
         # a cancelled task's grace; a watchdog thread acts on them.
@@ -372,15 +376,21 @@ class Pool(Backend):
 
     def _revokes_locked(self) -> list[tuple[Worker, list[int]]]:
         """Long tasks to take back from the workers they wait on, one for each idle
-        worker (nothing else is queued): ``[(worker, task_ids)]``."""
-        for worker in self._workers:
-            if worker.prefetched:
-                break
-        else:
-            return []  # the common case, checked at every wake of the dispatch thread
+        worker (nothing else is queued): ``[(worker, task_ids)]``. First those of
+        a function that turned long while its tasks sat in windows, all of them."""
+        if not self._turned_long:
+            for worker in self._workers:
+                if worker.prefetched:
+                    break
+            else:
+                return []  # the common case, checked at every wake of the dispatch thread
         idle = sum(1 for worker in self._workers if worker.alive and not worker.inflight)
         if not idle:
             return []
+        if self._turned_long:
+            revokes = self._take_back_turned_long_locked()
+            if revokes:
+                return revokes
         idle -= sum(asked for worker in self._workers for asked in worker.prefetched.values())
         revokes = []
         for worker in self._workers:
@@ -393,6 +403,26 @@ class Pool(Backend):
                     worker.prefetched[task_id] = True
                 idle -= len(taken)
                 revokes.append((worker, taken))
+        return revokes
+
+    def _take_back_turned_long_locked(self) -> list[tuple[Worker, list[int]]]:
+        """With a worker idle: the tasks that wait in a window behind the task a
+        worker runs, sent while their function looked short, that has since run
+        long. They come back to the queue and spread again, one per idle worker
+        and one behind each busy one."""
+        revokes = []
+        for worker in self._workers:
+            if not worker.alive or len(worker.inflight) < 2:
+                continue
+            first = next(iter(worker.inflight))  # sent first: it may be running
+            taken = [task_id for task_id, entry in worker.inflight.items()
+                     if task_id != first and task_id not in worker.prefetched
+                     and task_id not in worker.asked and not self._is_short(entry[0])]
+            if taken:
+                worker.asked.update(taken)
+                revokes.append((worker, taken))
+        if not revokes:
+            self._turned_long = False  # nothing left to take back until a function turns long again
         return revokes
 
     def _assign_locked(self) -> list[tuple[Worker, list]]:
@@ -540,6 +570,8 @@ class Pool(Backend):
             for task_id, ok, data, remote_tb, began, ended in body:
                 entry = worker.inflight.pop(task_id, None)
                 queued = bool(worker.prefetched) and worker.prefetched.pop(task_id, None) is not None
+                if worker.asked:
+                    worker.asked.discard(task_id)  # it had started when asked back
                 if entry is not None:
                     if not ok and type(data) is tuple and data[0] == "lost":
                         lost_inputs.append((entry[0], entry[1], data))
@@ -565,7 +597,10 @@ class Pool(Backend):
                     key = _key(entry[0].fn)
                     # A large result stays on the worker: such tasks queue at most one
                     # deep there, as long ones do (their results would pile up in its memory).
-                    self._short[key] = seconds < SHORT_SECONDS and type(data) is not RemoteValue
+                    short = seconds < SHORT_SECONDS and type(data) is not RemoteValue
+                    if not short and self._short.get(key):
+                        self._turned_long = True
+                    self._short[key] = short
                     self._trivial[key] = ended - began < TRIVIAL_SECONDS
             entry = None
         for task, graph, (_, key, address) in lost_inputs:
@@ -607,6 +642,7 @@ class Pool(Backend):
             for task_id in task_ids:
                 entry = worker.inflight.pop(task_id, None)
                 worker.prefetched.pop(task_id, None)
+                worker.asked.discard(task_id)
                 if entry is None:
                     continue
                 task, graph, _ = entry
@@ -635,6 +671,7 @@ class Pool(Backend):
                          if task_id != first and task_id in worker.inflight}
             worker.inflight.clear()
             worker.prefetched.clear()
+            worker.asked.clear()
             failed = []
             if not self._closed and not worker.stopped:
                 DEATHS.append(worker.label)
