@@ -52,7 +52,8 @@ def main() -> None:
           f"{stats.elapsed:.2f} s ({stats.speedup:.2f}x overlap)")
     for worker in workers:
         print(f"  {worker.label}: {worker.kind} pid {worker.pid} on {worker.host}, "
-              f"{worker.tasks_done} tasks, busy {stats.busy_fraction().get(worker.label, 0):.0%}")
+              f"{stats.tasks_per_worker.get(worker.label, 0)} tasks, "
+              f"busy {stats.busy_fraction().get(worker.label, 0):.0%}")
 
 
 if __name__ == "__main__":
