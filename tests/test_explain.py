@@ -245,6 +245,31 @@ def test_explain_refuses_a_non_function():
         pydron.explain(3)
 
 
+def hashed_keys(xs):
+    seen = {0}
+    by_value = {}
+    for x in xs:
+        seen.add(inc(x))
+        by_value[inc(x)] = x
+        by_value[x] = inc(x)
+    return seen, by_value
+
+
+def test_report_set_add_and_key_of_a_call_result_wait_for_it():
+    """A set or dict built here takes a call's value without a sync point, but not
+    as an element of a set or as a key: those need the value (its hash)."""
+    fifth = hashed_keys.__code__.co_firstlineno + 5
+    assert pydron.explain(hashed_keys) == expected(hashed_keys, f"""
+        line +4: `inc` is functional: a task
+        line +4: `seen.add` of `inc`'s result on a container built here: waits for that call (a set needs the value's hash), inside the `for` loop of line +3, so its iterations run one after another
+        line +5: `inc` is functional: a task
+        line +5: item assignment with `inc`'s result as the key, on a container built here: waits for that call (the key must be known), inside the `for` loop of line +3, so its iterations run one after another
+        line +6: `inc` is functional: a task
+        line +6: item assignment on a container built here: no sync point
+        loop of line +3 (`for`): serialised by the sync point(s) on line +4, {fifth}
+    """)
+
+
 # -- reports that are wrong today: the correct expectation, xfail -------------------
 
 

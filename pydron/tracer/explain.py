@@ -63,7 +63,12 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
         name, target = _callable(items, producers, namespace)
         line = _line(items, index)
         owner = name.rpartition(".")[0]
-        if target is None and owner in containers:
+        waited = (_functional_result(items, flow, plan, spec, namespace, flow.before[index][-1])
+                  if items[index].name == "CALL" and items[index].arg == 1 else None)
+        if target is None and owner in containers and name.endswith(".add") and waited:
+            text, sync = (f"`{name}` of `{waited}`'s result on a container built here: waits for that "
+                          f"call (a set needs the value's hash)"), True
+        elif target is None and owner in containers:
             text, sync = f"`{name}` on a container built here: no sync point", False
         elif target is not None and is_functional(target):
             text, sync = f"`{name}` is functional: a task", False
@@ -91,7 +96,12 @@ def _explain_code(code: types.CodeType, namespace: dict, findings: list[Finding]
         line = _line(items, index)
         if item.name in ("STORE_SUBSCR", "DELETE_SUBSCR") and _target_name(items, flow, index) in containers:
             what = "item assignment" if item.name == "STORE_SUBSCR" else "`del` of an item"
-            findings.append(Finding(line, f"{what} on a container built here: no sync point", False))
+            key = _functional_result(items, flow, plan, spec, namespace, flow.before[index][-1])
+            if key:
+                findings.append(Finding(line, f"{what} with `{key}`'s result as the key, on a container "
+                                              f"built here: waits for that call (the key must be known)", True))
+            else:
+                findings.append(Finding(line, f"{what} on a container built here: no sync point", False))
         elif item.name in STATEMENTS:
             arg = item.arg if isinstance(item.arg, str) else ""
             findings.append(Finding(line, STATEMENTS[item.name].format(arg), True))
@@ -130,6 +140,18 @@ def _block_calls(items: list[Any], plan: Any, start: int) -> str:
     if first is not None and first in plan.overlap.items:
         return "calls inside overlap, and the block waits for them where it ends"
     return "calls inside run one at a time"
+
+
+def _functional_result(items: list[Any], flow: Any, plan: Any, spec: Any, namespace: dict,
+                       producers: frozenset) -> str | None:
+    """The functional function whose call made this stack value, if a routed call did."""
+    if len(producers) != 1:
+        return None
+    index = next(iter(producers))[0]
+    if index == "handler" or index not in plan.routed_calls:
+        return None
+    name, target = _callable(items, flow.before[index][-spec.call_slots(items[index])[1]], namespace)
+    return name if target is not None and is_functional(target) else None
 
 
 def _target_name(items: list[Any], flow: Any, index: int) -> str | None:
