@@ -57,7 +57,8 @@ class Outcomes(Protocol):
                error: BaseException | None = None, remote: Any = None) -> None: ...
 
     def finish_values(self, results: list[tuple[Any, Any, bytes | None, Any]]) -> None:
-        """``finish(ok=True)`` of each (future, value, payload, remote), at once (optional)."""
+        """``finish(ok=True)`` of each (future, value, payload, remote), at once
+        (``value`` is the value itself when it came so, else runtime.future._MISSING)."""
 
 
 class Backend(abc.ABC):

@@ -615,18 +615,14 @@ class Pool(Backend):
             if values and (graph is not values_graph or not ok):
                 values_graph.finish_values(values)
                 values = []
-            value, payload, remote = _MISSING, data, None
-            if type(data) is RemoteValue:
-                payload, remote = None, data
-            elif type(data) is tuple:  # ("value", value)
-                value, payload = data[1], None
-            if ok and hasattr(graph, "finish_values"):  # a Graph; not a recomputation's sink
+            if ok:
                 values_graph = graph
-                values.append((future, value, payload, remote))
-            elif ok:
-                if value is not _MISSING:
-                    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-                graph.finish(future, ok=True, payload=payload, remote=remote)
+                if type(data) is RemoteValue:
+                    values.append((future, _MISSING, None, data))
+                elif type(data) is tuple:  # ("value", value)
+                    values.append((future, data[1], None, None))
+                else:
+                    values.append((future, _MISSING, data, None))
             else:
                 graph.finish(future, ok=False, error=_remote_error(data, remote_tb, worker))
         if values:
@@ -1086,6 +1082,12 @@ class _Remade:
         future._pd_state = DONE if ok else FAILED
         self._pool._remade(self._value, ok, payload if remote is None else None, error)
 
+    def finish_values(self, results: list[tuple[Any, Any, bytes | None, Any]]) -> None:
+        for future, value, payload, remote in results:
+            if value is not _MISSING:  # a small plain value came as itself: the recipe keeps bytes
+                payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            self.finish(future, ok=True, payload=payload, remote=remote)
+
 
 class _Waiter:
     """The master itself waiting for a recomputation (``Pool.fetch``)."""
@@ -1098,6 +1100,10 @@ class _Waiter:
     def finish(self, future: Any, ok: bool, error: BaseException | None = None, **_: Any) -> None:
         self.error = error
         self.done.set()
+
+    def finish_values(self, results: list[tuple[Any, Any, bytes | None, Any]]) -> None:
+        for future, *_ in results:
+            self.finish(future, ok=True)
 
 
 def _holder(task: Any) -> Worker | None:
