@@ -262,7 +262,7 @@ def level_with_best(results: dict, figs: dict, measure: str) -> tuple[str, bool]
     return f"{text}, or level within the spread ({detail})", level
 
 
-def targets(figs: dict, results: dict | None = None) -> dict:
+def targets(figs: dict, results: dict) -> dict:
     """{measure: (text, met)}: issue 7's targets for pydron, against this run's figures."""
     p = figs
     out = {}
@@ -270,10 +270,9 @@ def targets(figs: dict, results: dict | None = None) -> dict:
     def have(measure, name="pydron"):
         return p[measure].get(name) is not None
 
-    name, value = best_peer(p, "cpu")
-    if have("cpu") and name:
-        out["cpu"] = (level_with_best(results, p, "cpu") if results
-                      else (f">= best peer ({value:.2f}x)", p["cpu"]["pydron"] >= value))
+    cpu = level_with_best(results, p, "cpu")
+    if have("cpu") and cpu:
+        out["cpu"] = cpu
     mp = p["trivial"].get("multiprocessing.Pool")
     if have("trivial") and mp:
         goal = TRIVIAL_OVER_MP_POOL * mp

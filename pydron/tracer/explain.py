@@ -158,18 +158,8 @@ def _target_name(items: list[Any], flow: Any, index: int) -> str | None:
     """The local variable that holds the container an item store or delete acts on."""
     depth = 2  # [value, container, key] and [container, key]: the container is second from the top
     producers = flow.before.get(index, ())[-depth] if len(flow.before.get(index, ())) >= depth else ()
-    names = set()
-    for producer in producers:
-        if producer[0] == "handler":
-            return None
-        instr = items[producer[0]]
-        if instr.name == "LOAD_FAST":
-            names.add(instr.arg)
-        elif instr.name == "LOAD_FAST_LOAD_FAST":
-            names.add(instr.arg[producer[1]])
-        else:
-            return None
-    return names.pop() if len(names) == 1 else None
+    names = {loaded_local(items, producer) for producer in producers}
+    return names.pop() if len(names) == 1 and None not in names else None
 
 
 def _local_container_names(items: list[Any], flow: Any, plan: Any) -> set[str]:
