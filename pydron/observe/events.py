@@ -34,6 +34,7 @@ from typing import Any
 
 from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import PENDING
+from pydron.remote.protocol import args_size
 from pydron.runtime.resolve import plain_size
 
 log = logging.getLogger("pydron")  # with a NullHandler (pydron/__init__.py)
@@ -185,7 +186,7 @@ class Events:
     def sent(self, worker: Any, task_id: int, task: Any, message: tuple) -> None:
         """A task was encoded for ``worker`` (``message`` is the TASK tuple of protocol.py)."""
         _, _, fn_bytes, args, inputs = message
-        size = len(args) + (len(fn_bytes) if fn_bytes else 0)
+        size = args_size(args) + (len(fn_bytes) if fn_bytes else 0)
         for data in inputs:
             if type(data) is bytes:  # else a reference: the worker fetches it from a peer
                 size += len(data)

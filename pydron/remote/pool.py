@@ -261,7 +261,7 @@ class Pool(Backend):
         task.timeout = getattr(task.fn, TIMEOUT_MARK, None) or self.timeout
         EVENTS.issued(task)
         try:
-            task.payload = protocol.dump_args(task.args, task.kwargs, task.slots)
+            task.payload = protocol.task_args(task.args, task.kwargs, task.slots)
         except Exception as exc:  # noqa: BLE001 - reported through the task's future
             task.payload = exc
 
@@ -327,12 +327,13 @@ class Pool(Backend):
             # Hold no task while idle: its arguments would outlive the call.
             batches = worker = batch = None  # type: ignore[assignment]
 
-    def _free_worker(self, task: Any) -> Worker | None:
+    def _free_worker(self, task: Any, short_room: int | None = None) -> Worker | None:
         """The least busy worker with room; ties go to a worker that has run the function
         before (it has imported its module), then round the pool, so every worker gets work.
 
         Only a function seen to be short may queue deeply behind other tasks on
-        a worker. A long one goes to an idle worker; when none is idle it waits
+        a worker, up to ``short_room`` (``_short_room()`` unless the caller has it).
+        A long one goes to an idle worker; when none is idle it waits
         behind one long task (the worker then starts it without a round trip to
         the master), and is taken back if a worker falls idle first
         (``_revokes_locked``).
@@ -341,30 +342,39 @@ class Pool(Backend):
         holder = _holder(task) if task.inputs else None
         if holder is not None and holder.alive and len(holder.inflight) < (holder.window if short else 1):
             return holder  # most of its input bytes are there already
-        best = self._least_busy(task, short, 1)
-        if best is None and not short and task.timeout is None:
+        if short:
+            return self._least_busy(task, self._short_room() if short_room is None else short_room)
+        best = self._least_busy(task, 1)
+        if best is None and task.timeout is None:
             if (holder is not None and holder.alive and len(holder.inflight) == 1
                     and not holder.prefetched):
                 return holder
-            best = self._least_busy(task, short, 2)
+            best = self._least_busy(task, 2)
         return best
+
+    def _short_room(self) -> int:
+        """How many short tasks any worker may have in flight: the widest window.
+        A worker's window grows with the short tasks it runs; one that has run
+        none yet must still take its share of a burst, not one task at a time."""
+        room = 1
+        for worker in self._workers:
+            if worker.window > room:
+                room = worker.window
+        return room
 
     def _is_short(self, task: Any) -> bool:
         # A task with a timeout is timed from when it is sent: it never queues.
         return self._short.get(_key(task.fn), False) and task.timeout is None
 
-    def _least_busy(self, task: Any, short: bool, long_room: int) -> Worker | None:
-        """The least busy worker with fewer than its window (short tasks) or
-        ``long_room`` (long ones) tasks in flight, as ``_free_worker`` prefers."""
+    def _least_busy(self, task: Any, room: int) -> Worker | None:
+        """The least busy worker with fewer than ``room`` tasks in flight, as
+        ``_free_worker`` prefers."""
         best = None
         count = len(self._workers)
         try:
             key = self._functions.get(task.fn, (None,))[0]
         except TypeError:  # unhashable: never cached
             key = None
-        # A worker's window grows with the short tasks it runs; one that has run
-        # none yet must still take its share of a burst, not one task at a time.
-        room = max(worker.window for worker in self._workers) if short else long_room
         for offset in range(count):
             worker = self._workers[(self._next_worker + offset) % count]
             if worker.alive and len(worker.inflight) < room:
@@ -431,8 +441,10 @@ class Pool(Backend):
         earlier result before it starts it (see ``_worker_died``)."""
         batches: list[tuple[Worker, list]] = []
         open_batch: dict[Worker, list] = {}
+        short_room = self._short_room()  # windows change only under the lock held here
         while self._queue:
-            worker = self._free_worker(self._queue[0][2])
+            task = self._queue[0][2]
+            worker = self._free_worker(task, short_room)
             if worker is None:
                 break
             _, _, task, graph = heapq.heappop(self._queue)
@@ -508,7 +520,7 @@ class Pool(Backend):
             fn_bytes = None
         elif key is not None:
             worker.functions_sent.add(key)
-        self.bytes_through_master += len(args) + sum(len(i) for i in inputs if isinstance(i, bytes))
+        self.bytes_through_master += protocol.args_size(args) + sum(len(i) for i in inputs if isinstance(i, bytes))
         return (task_id, key, fn_bytes, args, inputs)
 
     def _input_for(self, worker: Worker, source: Any) -> Any:
@@ -764,7 +776,7 @@ class Pool(Backend):
             value.released = False
         else:
             payload = task.payload
-            if type(payload) is not bytes:  # pickled late, in _encode
+            if payload is None:  # pickled late, in _encode
                 payload = protocol.dump_args(task.args, task.kwargs, task.slots)
             recipe = Recipe(task.fn, payload, task.sources or [], task.future._pd_seq,
                             task.future._pd_label)

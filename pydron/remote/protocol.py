@@ -42,10 +42,12 @@ master -> worker
                                                    earlier ones; the results of a batch are all
                                                    sent before the next batch starts
     ("stop", None)                                 finish and exit
-  TASK = (task_id, fn_key, fn_bytes or None, args_bytes, [INPUT, ...])
+  TASK = (task_id, fn_key, fn_bytes or None, ARGS, [INPUT, ...])
     fn_bytes is sent once per worker and function; later tasks name fn_key.
-    args_bytes pickles ``(args, kwargs)``; each future inside it is a
-    persistent id: an index into the input list.
+  ARGS = the tuple of positional arguments itself, when they are a few small
+    plain values and there are no keywords (see task_args), or bytes that
+    pickle ``(args, kwargs)``; each future inside those is a persistent id: an
+    index into the input list.
   INPUT = the pickled result of a task it depends on, or ("here", key) for a
     value this worker keeps, or ("peer", key, (host, port)) for one another
     worker keeps (fetched over the data plane, dataplane.py)
@@ -91,7 +93,7 @@ from typing import Any
 import cloudpickle
 
 from pydron.runtime.future import Future
-from pydron.runtime.resolve import PLAIN_TYPES
+from pydron.runtime.resolve import PLAIN_TYPES, plain_size
 
 
 class _ArgsPickler(cloudpickle.Pickler):
@@ -115,12 +117,41 @@ def batch(tasks: list[tuple]) -> Any:
     """A batch of TASKs as the master sends it: one pickle, or the list itself when
     an argument or input is a large byte string."""
     for task in tasks:
-        if len(task[3]) > BATCH_PICKLE_LIMIT or (task[2] is not None and len(task[2]) > BATCH_PICKLE_LIMIT):
+        if (type(task[3]) is bytes and len(task[3]) > BATCH_PICKLE_LIMIT) or (task[2] is not None and len(task[2]) > BATCH_PICKLE_LIMIT):
             return tasks
         for data in task[4]:
             if type(data) is bytes and len(data) > BATCH_PICKLE_LIMIT:
                 return tasks
     return pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# A str or bytes argument up to this size may travel as itself (see task_args).
+PLAIN_ARG_LIMIT = 4096
+
+
+def task_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> tuple | bytes:
+    """A task's ARGS: small plain positional arguments as their own tuple, which
+    the batch's one pickle carries (immutable, so a later change by the program
+    cannot reach them; a pickle of its own costs the issuing thread about a
+    microsecond per call); anything else pickled now by ``dump_args``."""
+    if not slots and not kwargs:
+        for arg in args:  # a loop, not all(genexpr): this runs once per call
+            kind = type(arg)
+            if kind not in PLAIN_TYPES or ((kind is str or kind is bytes) and len(arg) > PLAIN_ARG_LIMIT):
+                break
+        else:
+            return args
+    return dump_args(args, kwargs, slots)
+
+
+def args_size(data: tuple | bytes) -> int:
+    """About the bytes a task's ARGS take on the wire (for the byte counts)."""
+    if type(data) is bytes:
+        return len(data)
+    size = 0
+    for arg in data:
+        size += plain_size(arg)
+    return size
 
 
 def dump_args(args: tuple, kwargs: dict, slots: dict[int, int]) -> bytes:

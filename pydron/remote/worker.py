@@ -432,6 +432,8 @@ def _run(task, functions):
                 if _data["module"] is not None and isinstance(exc, _data["module"].LostValue):
                     return (task_id, False, ("lost", exc.key, list(exc.address)), str(exc))
                 raise
+        elif type(args_bytes) is tuple:  # small plain arguments, as themselves
+            args, kwargs = args_bytes, {}
         else:
             args, kwargs = pickle.loads(args_bytes)
         _running[0] = task_id
