@@ -262,8 +262,14 @@ class Graph:
 
     def submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Future:
         """Issue a functional call; it runs on a worker once its inputs are known."""
+        return self.call(fn, *args, **kwargs)
+
+    def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """``submit`` in the layout of the call itself: what a call site calls
+        (through ``syncpoints.Issue``, which adds no Python frame)."""
         self.pool.make_room()
-        future = self._next(user_site(), getattr(fn, "__qualname__", repr(fn)))
+        label = getattr(fn, "__qualname__", None)  # repr() only when needed: it costs each call
+        future = self._next(user_site(), repr(fn) if label is None else label)
         task = Task.make(future, fn, args, kwargs)
         # Pickled now, on this thread: later mutations of the arguments are not seen.
         self.pool.prepare(task)

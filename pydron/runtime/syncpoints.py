@@ -123,6 +123,13 @@ class Ordinary(partial):
     __slots__ = ()
 
 
+class Issue(partial):
+    """A functional call at a call site: ``graph.call`` with the function bound
+    (a ``partial``, as ``Ordinary``; the site keeps it for the next call)."""
+
+    __slots__ = ()
+
+
 _NOTHING = object()
 
 
@@ -135,7 +142,7 @@ class CallSite:
     """
 
     __slots__ = ("fast", "cacheable", "journaled", "plain", "twin", "filled", "dplain", "dtwin",
-                 "native", "gate_free")
+                 "native", "gate_free", "issued", "issue")
 
     def __init__(self, cacheable: bool, journaled: bool = False, gate_free: bool = False) -> None:
         self.fast: Any = _NOTHING
@@ -152,6 +159,9 @@ class CallSite:
         # ``route`` hands out the twin while the defaults are still the twin's.
         self.dplain: Any = _NOTHING
         self.dtwin: Any = None
+        # The functional function last called here, and its Issue (bound to a graph).
+        self.issued: Any = _NOTHING
+        self.issue: Any = None
         self.filled = False  # in _FILLED_SITES
         # False where an argument is a generator expression or a function made
         # there: a pure built-in must see it (``sum(f(x) for x in xs)``).
@@ -165,12 +175,17 @@ class CallSite:
         graph = _threads.graph
         if graph is None:
             return fn
+        if fn is self.issued and self.issue.func.__self__ is graph:
+            return self.issue
         if fn is self.dplain:
             twin = self.dtwin
             if twin.__defaults__ is fn.__defaults__ and twin.__kwdefaults__ is fn.__kwdefaults__:
                 return twin
         routed = _route(graph, fn, protected=False, journaled=self.journaled)
-        if self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
+        if type(routed) is Issue:
+            self.issued, self.issue = fn, routed
+            self._filled()
+        elif self.cacheable and _plain_to_call(fn, routed) and _cacheable(fn):
             self.fast = fn
             self._filled()
             if self.gate_free:
@@ -194,8 +209,8 @@ class CallSite:
             _FILLED_SITES.append(self)
 
     def forget(self) -> None:
-        self.fast = self.plain = self.dplain = _NOTHING
-        self.twin = self.dtwin = None
+        self.fast = self.plain = self.dplain = self.issued = _NOTHING
+        self.twin = self.dtwin = self.issue = None
         self.native = NO_NATIVE
         self.filled = False
 
@@ -304,7 +319,7 @@ def _route(graph: Graph, fn: Any, protected: bool, journaled: bool = False) -> A
     if kind is Future:
         return Ordinary(fn)
     if getattr(fn, MARK, False) is True:
-        return partial(_call_functional_now if protected else _call_functional, graph, fn)
+        return partial(_call_functional_now, graph, fn) if protected else Issue(graph.call, fn)
     if kind is types.FunctionType:
         code = id(fn.__code__)
         inner = fn if code in _inline_codes else None
@@ -386,7 +401,8 @@ def gate(packed: tuple) -> tuple:
     if graph is None:
         return kwargs, args, (fn.func if kind is Ordinary else fn)
     if kind is not Ordinary:
-        if kind is not partial and not (kind is types.FunctionType and id(fn.__code__) in _inline_codes):
+        if (kind is not partial and kind is not Issue
+                and not (kind is types.FunctionType and id(fn.__code__) in _inline_codes)):
             fn = _route(graph, fn, protected=False)
             kind = type(fn)
         if kind is not Ordinary:
@@ -407,10 +423,6 @@ def gate(packed: tuple) -> tuple:
         args = resolve_deep(args, graph.local)
     kwargs = resolve_deep(kwargs, graph.local)
     return kwargs, args, fn
-
-
-def _call_functional(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
-    return graph.submit(fn, args, kwargs)
 
 
 def _call_functional_now(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
