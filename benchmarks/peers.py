@@ -11,6 +11,7 @@ under the table.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import importlib.util
 import logging
 import multiprocessing
@@ -99,7 +100,8 @@ class WireCounter:
     pydron's workers are execnet popen gateways; every byte between the master
     and a worker goes through one of these two methods (in the master's
     process only: the workers run their own copy of execnet).  pydron's code is
-    not touched.
+    not touched.  Installed only around the runs that count bytes (``counting``):
+    the wrappers cost every other run a lock per read and write.
     """
 
     def __init__(self) -> None:
@@ -108,6 +110,7 @@ class WireCounter:
         self.installed = False
         self.why_not = ""
         self._lock = threading.Lock()
+        self._saved = None
 
     def install(self) -> None:
         if self.installed:
@@ -133,8 +136,24 @@ class WireCounter:
             with counter._lock:
                 counter.sent += len(data)
 
+        self._saved = (io_class, read, write)
         io_class.read, io_class.write = counting_read, counting_write
         self.installed = True
+
+    def uninstall(self) -> None:
+        if self._saved is not None:
+            io_class, io_class.read, io_class.write = self._saved
+            self._saved = None
+        self.installed = False
+
+    @contextlib.contextmanager
+    def counting(self):
+        """Count the bytes of the runs inside; ``installed`` says whether it could."""
+        self.install()
+        try:
+            yield
+        finally:
+            self.uninstall()
 
     def total(self) -> int:
         with self._lock:
@@ -154,8 +173,7 @@ class Pydron(Tool):
         import pydron
 
         self._pydron = pydron
-        self.wire = WireCounter()
-        self.wire.install()
+        self.wire = WireCounter()  # counts only in the pipeline runs (run.py)
         self.first = pydron.schedule(w.first)
         self.cpu = pydron.schedule(w.cpu)
         self.trivial = pydron.schedule(w.trivial)

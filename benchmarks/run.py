@@ -17,6 +17,7 @@ figures and checks, and the exit status is 1 if any tool got a wrong result.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import importlib.metadata
@@ -158,11 +159,14 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     tool = entry.tool
     fn = getattr(tool, measure)
     slot = entry.slot(measure)
-    wire = getattr(tool, "wire", None)
+    wire = getattr(tool, "wire", None) if measure == "pipeline" else None
     before = wire.total() if wire is not None else None
+    counted = False
     cpu_before = time.process_time()  # this process, all its threads: the master's own work
     try:
-        value, seconds = w.timed(fn, *params.args(measure))
+        with wire.counting() if wire is not None else contextlib.nullcontext():
+            counted = wire is not None and wire.installed
+            value, seconds = w.timed(fn, *params.args(measure))
     except Exception as exc:  # noqa: BLE001
         slot["errors"].append(f"{measure}: {type(exc).__name__}: {exc}")
         log(traceback.format_exc())
@@ -178,8 +182,8 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     if measure == "progress_on":
         slot["redraws"] = tool.drawn  # over all its runs: 0 would mean nothing was drawn
     slot["errors"] += filter(None, [check(measure, value, expected.get(measure))])
-    if wire is not None and measure == "pipeline":
-        if wire.installed:
+    if wire is not None:
+        if counted:
             slot.setdefault("master_bytes_runs", []).append(wire.total() - before)
             slot["master_bytes"] = statistics.median(slot["master_bytes_runs"])
         else:
