@@ -238,7 +238,7 @@ class ProcessPool(Tool):
         return self.ex.submit(w.inc, x).result()
 
     def cpu(self, ns):
-        return list(self.ex.map(w.busy, ns))
+        return list(self.ex.map(w.busy_timed, ns))
 
     def trivial(self, count):
         futures = [self.ex.submit(w.inc, i) for i in range(count)]
@@ -278,7 +278,7 @@ class MultiprocessingPool(Tool):
         return self.pool.apply_async(w.inc, (x,)).get()
 
     def cpu(self, ns):
-        return self.pool.map(w.busy, ns)
+        return self.pool.map(w.busy_timed, ns)
 
     def trivial(self, count):
         results = [self.pool.apply_async(w.inc, (i,)) for i in range(count)]
@@ -324,7 +324,7 @@ class Joblib(Tool):
         return self.run([self.delayed(w.inc)(x)])[0]
 
     def cpu(self, ns):
-        return self.run(self.delayed(w.busy)(n) for n in ns)
+        return self.run(self.delayed(w.busy_timed)(n) for n in ns)
 
     def trivial(self, count):
         return self.run((self.delayed(w.inc)(i) for i in range(count)), batch_size=1)
@@ -371,7 +371,7 @@ class Dask(Tool):
         return self.dask.delayed(w.inc)(x).compute()
 
     def cpu(self, ns):
-        return self.compute(self.dask.delayed(w.busy)(n) for n in ns)
+        return self.compute(self.dask.delayed(w.busy_timed)(n) for n in ns)
 
     def trivial(self, count):
         return self.compute(self.dask.delayed(w.inc)(i) for i in range(count))

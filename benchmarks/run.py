@@ -85,9 +85,18 @@ class Params:
 
 
 def check(measure: str, result, expected) -> str | None:
+    if measure.startswith("cpu"):  # (value, seconds) pairs: the values must agree
+        result, expected = _values(result), _values(expected)
     if result == expected:
         return None
     return f"{measure}: wrong result {_short(result)}, expected {_short(expected)}"
+
+
+def _values(pairs):
+    try:
+        return [value for value, _ in pairs]
+    except (TypeError, ValueError):
+        return pairs  # not pairs at all: compared as it is, and reported
 
 
 def _short(value) -> str:
@@ -175,6 +184,13 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     if measure == "cpu":
         slot.setdefault("master_cpu_runs", []).append(time.process_time() - cpu_before)
         slot["master_cpu"] = statistics.median(slot["master_cpu_runs"])
+        try:  # the run's time beyond its tasks' own, spread over the workers
+            task_seconds = sum(s for _, s in value) / (1 if entry.name == "sequential" else tool.workers)
+        except (TypeError, ValueError):
+            pass  # a wrong result: reported by check() below
+        else:
+            slot.setdefault("outside_runs", []).append(seconds - task_seconds)
+            slot["outside"] = statistics.median(slot["outside_runs"])
     if entry.name == "sequential":
         expected.setdefault(measure, value)
     if measure in PYDRON_ONLY and measure not in expected:
@@ -306,6 +322,7 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     rows = {
         "cpu": f"1. CPU-bound: {s.cpu_tasks} tasks x {s.cpu_ms:g} ms — speed-up",
         "master_cpu": "1. ... CPU time of the master process (per run)",
+        "outside": "1. ... time outside the tasks (per run: wall time - tasks' own time / workers)",
         "trivial": f"2. {s.trivial_tasks:,} trivial tasks, one by one — tasks/s",
         "trivial_seed": f"2c. the same, in the seed's loop `out = out + [f(x)]` — tasks/s",
         "progress_on": f"2b. {s.progress_tasks:,} trivial tasks, progress line on / off — tasks/s",
@@ -321,19 +338,19 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(peers.NAMES) + "---|---|"]
     for key, label in rows.items():
-        measure = {"bytes": "pipeline", "master_cpu": "cpu"}.get(key, key)
+        measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu"}.get(key, key)
         cells = [label]
         for name in peers.NAMES:
             cells.append(cell(key, name, results, skipped, figs, params))
         peer, value = best_peer(figs, measure)
         pd = figs[measure].get("pydron")
-        if key in ("bytes", "master_cpu", "glue", "progress_on", "trivial_seed") or peer is None or pd is None:
+        if key in ("bytes", "master_cpu", "outside", "glue", "progress_on", "trivial_seed") or peer is None or pd is None:
             cells.append("—")
         else:
             higher = measure in ("cpu", "chains", "trivial")
             ratio = pd / value if higher else value / pd
             cells.append(f"{ratio_text(ratio)} ({short_name(peer)})")
-        goal = goals.get(measure) if key not in ("bytes", "master_cpu") else None
+        goal = goals.get(measure) if key not in ("bytes", "master_cpu", "outside") else None
         if goal is None:
             cells.append("—")
         else:
@@ -356,7 +373,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     if name in skipped:
         return "not installed"
     res = results.get(name, {})
-    measure = {"bytes": "pipeline", "master_cpu": "cpu"}.get(key, key)
+    measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu"}.get(key, key)
     m = res.get(measure)
     if m is None:
         if res.get("fatal"):
@@ -372,6 +389,8 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     seq = results.get("sequential", {}).get(measure, {}).get("seconds")
     if key == "master_cpu":  # the sequential run's is the work itself
         return f"{m['master_cpu'] * 1000:,.0f} ms" if "master_cpu" in m else "—"
+    if key == "outside":
+        return f"{m['outside'] * 1000:,.0f} ms" if "outside" in m else "—"
     if key == "bytes":
         if name == "sequential":
             return "0"

@@ -86,6 +86,19 @@ def test_master_cpu_row_is_in_the_table(quick_run):
     assert data["results"]["pydron"]["cpu"]["master_cpu"] >= 0
 
 
+def test_time_outside_the_tasks_row_is_in_the_table(quick_run):
+    """Each CPU task times itself where it runs: the row shows what the tool adds."""
+    proc, data = quick_run
+    assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
+    row = [line for line in proc.stdout.splitlines() if line.startswith("| 1. ... time outside the tasks")]
+    assert len(row) == 1, _output(proc)
+    assert row[0].count(" ms |") >= 2, row[0]
+    cpu = data["results"]["pydron"]["cpu"]
+    assert len(cpu["outside_runs"]) == len(cpu["runs"])
+    # the tasks' own time is part of the run's: what is outside is less than the whole
+    assert all(outside < run for outside, run in zip(cpu["outside_runs"], cpu["runs"]))
+
+
 def _verdict(pydron_runs, peer_runs):
     sys.path.insert(0, os.path.dirname(RUN))
     import run  # benchmarks/run.py
