@@ -247,7 +247,7 @@ class ProcessPool(Tool):
     def chains(self, count, length, n):
         """Each step is submitted when the one before it has finished."""
         results = [None] * count
-        pending = {self.ex.submit(w.step, c, n): (c, 1) for c in range(count)}
+        pending = {self.ex.submit(w.step, (c, 0.0), n): (c, 1) for c in range(count)}
         while pending:
             done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
             for future in done:
@@ -380,7 +380,7 @@ class Dask(Tool):
         step = self.dask.delayed(w.step)
         results = []
         for c in range(count):
-            x = c
+            x = (c, 0.0)
             for _ in range(length):
                 x = step(x, n)
             results.append(x)

@@ -85,7 +85,7 @@ class Params:
 
 
 def check(measure: str, result, expected) -> str | None:
-    if measure.startswith("cpu"):  # (value, seconds) pairs: the values must agree
+    if measure.startswith(("cpu", "chains")):  # (value, seconds) pairs: the values must agree
         result, expected = _values(result), _values(expected)
     if result == expected:
         return None
@@ -184,6 +184,7 @@ def timed_run(entry: Entry, measure: str, params: Params, expected: dict, log) -
     if measure == "cpu":
         slot.setdefault("master_cpu_runs", []).append(time.process_time() - cpu_before)
         slot["master_cpu"] = statistics.median(slot["master_cpu_runs"])
+    if measure in ("cpu", "chains"):
         try:  # the run's time beyond its tasks' own, spread over the workers
             task_seconds = sum(s for _, s in value) / (1 if entry.name == "sequential" else tool.workers)
         except (TypeError, ValueError):
@@ -327,6 +328,7 @@ def render(results: dict, skipped: dict, params: Params) -> str:
         "trivial_seed": f"2c. the same, in the seed's loop `out = out + [f(x)]` — tasks/s",
         "progress_on": f"2b. {s.progress_tasks:,} trivial tasks, progress line on / off — tasks/s",
         "chains": f"3. {s.chains} chains x {s.chain_length} dependent {s.chain_ms:g} ms tasks — speed-up",
+        "chains_outside": "3. ... time outside the tasks (per run, as in 1)",
         "pipeline": f"4. {s.pipeline_items} items x 3 stages, {s.pipeline_mb} MB values — wall time",
         "bytes": "4. ... bytes through the master (per run)",
         "glue": f"5. glue: {s.glue_iterations:,}-iteration arithmetic loop — time",
@@ -338,19 +340,19 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(peers.NAMES) + "---|---|"]
     for key, label in rows.items():
-        measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu"}.get(key, key)
+        measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu", "chains_outside": "chains"}.get(key, key)
         cells = [label]
         for name in peers.NAMES:
             cells.append(cell(key, name, results, skipped, figs, params))
         peer, value = best_peer(figs, measure)
         pd = figs[measure].get("pydron")
-        if key in ("bytes", "master_cpu", "outside", "glue", "progress_on", "trivial_seed") or peer is None or pd is None:
+        if key in ("bytes", "master_cpu", "outside", "chains_outside", "glue", "progress_on", "trivial_seed") or peer is None or pd is None:
             cells.append("—")
         else:
             higher = measure in ("cpu", "chains", "trivial")
             ratio = pd / value if higher else value / pd
             cells.append(f"{ratio_text(ratio)} ({short_name(peer)})")
-        goal = goals.get(measure) if key not in ("bytes", "master_cpu", "outside") else None
+        goal = goals.get(measure) if key not in ("bytes", "master_cpu", "outside", "chains_outside") else None
         if goal is None:
             cells.append("—")
         else:
@@ -373,7 +375,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     if name in skipped:
         return "not installed"
     res = results.get(name, {})
-    measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu"}.get(key, key)
+    measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu", "chains_outside": "chains"}.get(key, key)
     m = res.get(measure)
     if m is None:
         if res.get("fatal"):
@@ -389,7 +391,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     seq = results.get("sequential", {}).get(measure, {}).get("seconds")
     if key == "master_cpu":  # the sequential run's is the work itself
         return f"{m['master_cpu'] * 1000:,.0f} ms" if "master_cpu" in m else "—"
-    if key == "outside":
+    if key in ("outside", "chains_outside"):
         return f"{m['outside'] * 1000:,.0f} ms" if "outside" in m else "—"
     if key == "bytes":
         if name == "sequential":

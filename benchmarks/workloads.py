@@ -83,14 +83,19 @@ def inc(x):
 
 
 @pydron.functional
-def step(x, n):
-    """One link of a chain: ``busy(n)`` worth of work on the previous link's value."""
-    return (x * 31 + busy(n)) % 1_000_003
+def step(link, n):
+    """One link of a chain: ``busy(n)`` worth of work on the previous link's value.
+    A link is ``(value, seconds)``: the chain's own time so far, timed where each
+    link ran (run.py's time outside the tasks)."""
+    start = time.perf_counter()
+    value, seconds = link
+    value = (value * 31 + busy(n)) % 1_000_003
+    return value, seconds + time.perf_counter() - start
 
 
 def run_chain(c, length, n):
     """A whole chain in one task (how a plain pool runs dependent steps)."""
-    x = c
+    x = (c, 0.0)
     for _ in range(length):
         x = step(x, n)
     return x
@@ -140,7 +145,7 @@ def trivial_seed(count):
 def chains(count, length, n):
     results = []
     for c in range(count):
-        x = c
+        x = (c, 0.0)
         for _ in range(length):
             x = step(x, n)
         results.append(x)

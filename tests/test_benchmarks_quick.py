@@ -86,17 +86,18 @@ def test_master_cpu_row_is_in_the_table(quick_run):
     assert data["results"]["pydron"]["cpu"]["master_cpu"] >= 0
 
 
-def test_time_outside_the_tasks_row_is_in_the_table(quick_run):
-    """Each CPU task times itself where it runs: the row shows what the tool adds."""
+def test_time_outside_the_tasks_rows_are_in_the_table(quick_run):
+    """Each CPU task and chain link times itself where it runs: the rows show what the tool adds."""
     proc, data = quick_run
     assert data is not None, "run.py --quick wrote no JSON: " + _output(proc)
-    row = [line for line in proc.stdout.splitlines() if line.startswith("| 1. ... time outside the tasks")]
-    assert len(row) == 1, _output(proc)
-    assert row[0].count(" ms |") >= 2, row[0]
-    cpu = data["results"]["pydron"]["cpu"]
-    assert len(cpu["outside_runs"]) == len(cpu["runs"])
-    # the tasks' own time is part of the run's: what is outside is less than the whole
-    assert all(outside < run for outside, run in zip(cpu["outside_runs"], cpu["runs"]))
+    for prefix, measure in [("| 1. ... time outside the tasks", "cpu"), ("| 3. ... time outside the tasks", "chains")]:
+        row = [line for line in proc.stdout.splitlines() if line.startswith(prefix)]
+        assert len(row) == 1, _output(proc)
+        assert row[0].count(" ms |") >= 2, row[0]
+        figures = data["results"]["pydron"][measure]
+        assert len(figures["outside_runs"]) == len(figures["runs"])
+        # the tasks' own time is part of the run's: what is outside is less than the whole
+        assert all(outside < run for outside, run in zip(figures["outside_runs"], figures["runs"]))
 
 
 def _verdict(pydron_runs, peer_runs):

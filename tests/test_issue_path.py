@@ -64,6 +64,7 @@ def plain_and_other_arguments(n):
         out.append(describe(big, big.encode()))  # too large to travel as itself
         out.append(describe(Level.HIGH, Num(i)))  # int subclasses: pickled with their class
         out.append(describe(i, key=i))  # keywords: pickled
+        out.append(describe(i, self=i, fn=i, graph=i))  # the names graph.call uses for its own
         out.append(describe(inc(i), i))  # a future: pickled with its slot
     return out
 

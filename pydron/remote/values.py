@@ -49,9 +49,9 @@ class Recipe:
 
     __slots__ = ("fn", "payload", "sources", "seq", "label")
 
-    def __init__(self, fn: Any, payload: bytes, sources: list, seq: int, label: str) -> None:
+    def __init__(self, fn: Any, payload: tuple | bytes, sources: list, seq: int, label: str) -> None:
         self.fn = fn
-        self.payload = payload
+        self.payload = payload  # the call's ARGS (protocol.py): plain arguments, or their pickle
         self.sources = sources  # per input: the bytes sent, or the RemoteValue it came from
         self.seq = seq  # program order of the original call (its priority)
         self.label = label
