@@ -153,6 +153,9 @@ class Graph:
         # Deferred operations whose inputs are known, run by the schedule
         # function's thread: the thread that receives results runs no user code.
         self._local_ready: collections.deque[Task] = collections.deque()
+        # What the schedule function's thread waits for, while it waits (see _wait):
+        # a finished call wakes it only when that has come true.
+        self._waiting: Callable[[], bool] | None = None
         self._failures: list[Future] = []
         self._failed: list[Future] = []  # every call that failed (see ``close``)
         self._raised: dict[int, int] = {}  # id(exception) -> seq of the call that raised it
@@ -374,8 +377,9 @@ class Graph:
                 ready = self._succeed_locked(future, value, payload, remote)
             else:
                 ready = self._fail_locked(future, future, error)
-            CONDITION.notify_all()
-        self._run_ready(ready)
+            ready = self._queue_local_locked(ready)
+        for task in ready:
+            self._dispatch_remote(task)
 
     def finish_values(self, results: list[tuple[Future, Any, bytes | None, Any]]) -> None:
         """``finish(ok=True)`` for a batch of (future, value, payload, remote) from a
@@ -385,8 +389,9 @@ class Graph:
             for future, value, payload, remote in results:
                 if future._pd_state is PENDING:
                     ready += self._succeed_locked(future, value, payload, remote)
-            CONDITION.notify_all()
-        self._run_ready(ready)
+            ready = self._queue_local_locked(ready)
+        for task in ready:
+            self._dispatch_remote(task)
 
     def _succeed_locked(self, future: Future, value: Any, payload: bytes | None, remote: Any) -> list[Task]:
         object.__setattr__(future, "_pd_value", value)
@@ -400,12 +405,22 @@ class Graph:
         self._outstanding.pop(future._pd_seq, None)
         return self._release_locked(future, None)
 
-    def _run_ready(self, ready: list[Task]) -> None:
+    def _queue_local_locked(self, ready: list[Task]) -> list[Task]:
+        """Queue the deferred operations among ``ready`` for the schedule thread and
+        wake it if it has them to run or what it waits for has come true; the
+        tasks for workers are left to send (after the lock)."""
+        remote = []
+        local = False
         for task in ready:
             if task.future._pd_runs_on is LOCAL:
                 self._local_ready.append(task)
+                local = True
             else:
-                self._dispatch_remote(task)
+                remote.append(task)
+        waiting = self._waiting
+        if waiting is not None and (local or waiting()):
+            CONDITION.notify_all()
+        return remote
 
     def run_local_ready(self) -> None:
         """Run the deferred operations whose inputs are known (the schedule thread only)."""
@@ -477,7 +492,11 @@ class Graph:
                 if done():
                     return EVENTS.waited(began)
                 if not self._local_ready:
-                    CONDITION.wait(0.5)
+                    self._waiting = done  # read by the threads that finish calls, under the lock
+                    try:
+                        CONDITION.wait(0.5)
+                    finally:
+                        self._waiting = None
                 if done():
                     return EVENTS.waited(began)
                 if not self._local_ready:
