@@ -45,6 +45,9 @@ MEASURES = ["cpu", "trivial", "trivial_seed", "progress_off", "progress_on", "ch
 # measure -> reference workload
 PYDRON_ONLY = {"progress_off": "trivial", "progress_on": "trivial", "trivial_seed": "trivial_seed"}
 TRIVIAL_OVER_MP_POOL = 1.5  # row 2's target: pydron's list comprehension against apply_async
+# Rows that show another figure of a workload's runs (no comparison, no target).
+ROW_MEASURE = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu", "chains_outside": "chains"}
+EXTRA_ROWS = frozenset(ROW_MEASURE)
 LABELS = {"cpu": "1 (CPU-bound)", "trivial": "2 (trivial tasks/s)", "chains": "3 (chains)",
           "pipeline": "4 (pipeline)", "progress_on": "2b (progress line on)",
           "trivial_seed": "2c (the seed's loop)",
@@ -340,19 +343,19 @@ def render(results: dict, skipped: dict, params: Params) -> str:
     lines = ["| " + " | ".join(header) + " |",
              "|---|" + "---:|" * len(peers.NAMES) + "---|---|"]
     for key, label in rows.items():
-        measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu", "chains_outside": "chains"}.get(key, key)
+        measure = ROW_MEASURE.get(key, key)
         cells = [label]
         for name in peers.NAMES:
             cells.append(cell(key, name, results, skipped, figs, params))
         peer, value = best_peer(figs, measure)
         pd = figs[measure].get("pydron")
-        if key in ("bytes", "master_cpu", "outside", "chains_outside", "glue", "progress_on", "trivial_seed") or peer is None or pd is None:
+        if key in EXTRA_ROWS or key in ("glue", "progress_on", "trivial_seed") or peer is None or pd is None:
             cells.append("—")
         else:
             higher = measure in ("cpu", "chains", "trivial")
             ratio = pd / value if higher else value / pd
             cells.append(f"{ratio_text(ratio)} ({short_name(peer)})")
-        goal = goals.get(measure) if key not in ("bytes", "master_cpu", "outside", "chains_outside") else None
+        goal = goals.get(measure) if key not in EXTRA_ROWS else None
         if goal is None:
             cells.append("—")
         else:
@@ -375,7 +378,7 @@ def cell(key: str, name: str, results: dict, skipped: dict, figs: dict, params: 
     if name in skipped:
         return "not installed"
     res = results.get(name, {})
-    measure = {"bytes": "pipeline", "master_cpu": "cpu", "outside": "cpu", "chains_outside": "chains"}.get(key, key)
+    measure = ROW_MEASURE.get(key, key)
     m = res.get(measure)
     if m is None:
         if res.get("fatal"):

@@ -89,7 +89,8 @@ def test_differential(fn, args):
 
 
 def test_plain_arguments_travel_as_themselves():
-    assert protocol.task_args((1, 2.5, "s", b"b", None, True, 1j), {}, {}) == (1, 2.5, "s", b"b", None, True, 1j)
+    plain = (1, 2.5, "s", b"b", None, True, 1j)
+    assert protocol.task_args(plain, {}, {}) is plain
     long_text = "x" * (protocol.PLAIN_ARG_LIMIT + 1)
     for args, kwargs in [((long_text,), {}), ((long_text.encode(),), {}), ((Level.LOW,), {}),
                          (([1],), {}), ((1,), {"k": 2})]:

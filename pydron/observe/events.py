@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydron.remote.protocol import args_size
 from pydron.runtime.codes import inline_codes
 from pydron.runtime.future import PENDING
-from pydron.remote.protocol import args_size
 from pydron.runtime.resolve import plain_size
 
 log = logging.getLogger("pydron")  # with a NullHandler (pydron/__init__.py)

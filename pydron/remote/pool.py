@@ -520,7 +520,8 @@ class Pool(Backend):
             fn_bytes = None
         elif key is not None:
             worker.functions_sent.add(key)
-        self.bytes_through_master += protocol.args_size(args) + sum(len(i) for i in inputs if isinstance(i, bytes))
+        self.bytes_through_master += (protocol.args_size(args)
+                                      + sum(len(i) for i in inputs if isinstance(i, bytes)))
         return (task_id, key, fn_bytes, args, inputs)
 
     def _input_for(self, worker: Worker, source: Any) -> Any:

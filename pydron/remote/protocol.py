@@ -117,7 +117,9 @@ def batch(tasks: list[tuple]) -> Any:
     """A batch of TASKs as the master sends it: one pickle, or the list itself when
     an argument or input is a large byte string."""
     for task in tasks:
-        if (type(task[3]) is bytes and len(task[3]) > BATCH_PICKLE_LIMIT) or (task[2] is not None and len(task[2]) > BATCH_PICKLE_LIMIT):
+        args, fn_bytes = task[3], task[2]
+        if ((type(args) is bytes and len(args) > BATCH_PICKLE_LIMIT)
+                or (fn_bytes is not None and len(fn_bytes) > BATCH_PICKLE_LIMIT)):
             return tasks
         for data in task[4]:
             if type(data) is bytes and len(data) > BATCH_PICKLE_LIMIT:
