@@ -495,3 +495,54 @@ def speculative_failure_still_dropped(x):
                          ids=lambda fn: fn.__name__)
 def test_failure_raised_on_the_way_out_replaces_the_first(fn):
     assert_equivalent(fn, 3)
+
+
+# ---------------------------------------------------------------------------
+# Fixed (fuzzer, seed 98 on 3.11; all versions): a call made in a handler
+# whose failure is noticed after that handler (at a ``finally`` that follows
+# it) was raised with the wrong ``__context__``. ``raise`` sets the context to
+# the exception handled where it runs, which overwrote the one handled at the
+# call. The failure is now raised from a handler of the call's own context.
+# ---------------------------------------------------------------------------
+
+
+def failure_noticed_past_its_handler(x):
+    try:
+        boom(x)  # KeyError
+    except KeyError:
+        try:
+            try:
+                raise RuntimeError("re") from None
+            except RuntimeError:
+                fail_on(x, x)  # plain: ValueError, its __context__ the RuntimeError
+        finally:
+            log("finally")
+
+
+def failure_noticed_outside_every_handler(x):
+    try:
+        try:
+            raise RuntimeError("re")
+        except RuntimeError:
+            y = fail_on(x, x)  # plain: raised here, its __context__ the RuntimeError
+        log("after")
+    finally:
+        log("finally")
+    return y
+
+
+def failure_noticed_in_another_handler(x):
+    try:
+        raise KeyError("first")
+    except KeyError:
+        y = fail_on(x, x)  # its context: the KeyError
+        try:
+            raise TypeError("second")
+        except TypeError:
+            log("handler", y)  # noticed here, while the TypeError is handled
+
+
+@pytest.mark.parametrize("fn", [failure_noticed_past_its_handler, failure_noticed_outside_every_handler,
+                                failure_noticed_in_another_handler], ids=lambda f: f.__name__)
+def test_a_late_failure_keeps_the_context_of_its_call(fn):
+    assert_equivalent(fn, 3)

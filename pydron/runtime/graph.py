@@ -126,6 +126,28 @@ def user_site() -> tuple | None:
     return tuple(chain) if chain else None
 
 
+def _raise_in_context(error: BaseException) -> None:
+    """Raise ``error`` keeping its ``__context__``, the exception the plain run was
+    handling at the call.
+
+    ``raise`` sets ``__context__`` to the exception handled where it runs, and a
+    failure noticed after its call is raised elsewhere: past the handler the call
+    was made in (in a ``finally`` after it, say), or in an outer one. So it is
+    raised from a handler of that exception, whose own traceback and chain are
+    put back as they were.
+    """
+    context = error.__context__
+    if context is None or context is sys.exc_info()[1]:
+        raise error
+    saved = (context.__traceback__, context.__context__, context.__cause__, context.__suppress_context__)
+    try:
+        raise context
+    except BaseException:  # noqa: BLE001 - ``context`` itself, caught to be the exception handled
+        (context.__traceback__, context.__context__, context.__cause__,
+         context.__suppress_context__) = saved
+        raise error  # noqa: B904 - its __context__ is the point
+
+
 _GRAPH_NUMBERS = itertools.count(1)
 
 # Where a task runs (a future's ``_pd_runs_on``): constants, not bound methods,
@@ -658,8 +680,8 @@ class Graph:
                 tb = types.TracebackType(tb, frame, lasti,
                                          lineno if lineno is not None else frame.f_code.co_firstlineno)
             self._raised_tb[id(error)] = tb
-            raise error.with_traceback(tb)
-        raise error
+            error = error.with_traceback(tb)
+        _raise_in_context(error)
 
     def synthesized_traceback(self, error: BaseException) -> types.TracebackType | None:
         """The call-site traceback given to ``error`` when it was raised late, if so."""
