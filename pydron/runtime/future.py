@@ -50,7 +50,11 @@ _exc_info = sys.exc_info
 # what rewritten code tests, as ``LOAD_CONST LIVE; POP_JUMP_IF_FALSE`` (a
 # list's truth needs no attribute load, specialized or not).
 LIVE: list = []
-_count_lock = threading.Lock()
+# Reentrant: a future can die while its own thread holds the lock (the garbage
+# collector runs at any call, and dropping an old callable can drop the last
+# reference to a future), and its __del__ takes the lock too. Every section
+# under it stays consistent when such a __del__ runs inside it.
+_count_lock = threading.RLock()
 COUNT_LOCK = _count_lock
 
 # Call sites (syncpoints.CallSite) whose ``native`` callable is called with no
