@@ -427,7 +427,7 @@ def gate(packed: tuple) -> tuple:
 
 def _call_functional_now(graph: Graph, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     graph.sync()
-    return graph.submit(fn, args, kwargs)._pd_result()
+    return graph.call(fn, *args, **kwargs)._pd_result()
 
 
 def _call_inline(graph: Graph, protected: bool, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -493,7 +493,7 @@ def _functional_map(graph: Graph, fn: Callable[..., Any], iterables: tuple) -> A
     for args in zip(*(resolve_top(i) for i in iterables)):
         # Consumed by rewritten code (directly or through a built-in): tasks.
         if current_graph() is graph and _consumer_is_rewritten(sys._getframe(1)):
-            yield graph.submit(fn, args, {})
+            yield graph.call(fn, *args)
         else:  # consumed by code outside the schedule function: a plain call
             yield fn(*args)
 
