@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
+import sys
 import types
 from typing import Any, Callable, TypeVar
 
@@ -94,6 +95,8 @@ def _run(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
 def _run_graph(rewritten: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     graph = Graph(get_pool)
     previous = set_current_graph(graph)
+    if previous is None:
+        graph.entry = sys._getframe()  # no call site of this graph lies beyond it
     try:
         try:
             result = rewritten(*args, **kwargs)

@@ -350,6 +350,36 @@ def test_late_failure_traceback_has_each_caller_frame_once():
     assert _user_frames(sched) == _user_frames(plain)
 
 
+def outer_of_nested(xs):
+    """A schedule function that calls another (a nested top-level call) from a comprehension."""
+    return [inner_of_nested(x) for x in xs]
+
+
+def inner_of_nested(x):
+    values = [P.fail_at(x + k, 5, 0.05) for k in range(3)]   # fails late, inside the comprehension
+    return sum(values)
+
+
+@pytest.mark.parametrize("outer_scheduled", [True, False])
+def test_nested_schedule_failure_traceback_matches_the_plain_run(outer_scheduled):
+    """A call site is recorded up to the frame that runs the top-level schedule function;
+    a nested schedule call's failure still shows every user frame of both."""
+    global inner_of_nested
+    plain_inner = inner_of_nested
+    args = ([1, 2, 3, 4],)
+    plain = _run_recording(outer_of_nested, *args)[3]
+    inner_of_nested = pydron.schedule(plain_inner)
+    try:
+        outer = pydron.schedule(outer_of_nested) if outer_scheduled else outer_of_nested
+        sched = _run_recording(outer, *args)[3]
+    finally:
+        inner_of_nested = plain_inner
+    assert str(sched) == str(plain) == "bad input 5"
+    assert _user_frames(sched) == _user_frames(plain)
+    names = [name for _, _, name in _user_frames(plain)]
+    assert "outer_of_nested" in names and "inner_of_nested" in names  # both levels are shown
+
+
 # --------------------------------------------------------------- rewriting speed
 
 

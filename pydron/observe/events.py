@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydron.remote.protocol import args_size
-from pydron.runtime.codes import inline_codes
+from pydron.runtime.codes import inline_codes, site_line
 from pydron.runtime.future import PENDING
 from pydron.runtime.resolve import plain_size
 
@@ -176,81 +175,102 @@ class Events:
             site = future._pd_site
             file, line = ("?", 0)
             if site:
-                frame, _, lineno = site[-1]
-                file, line = frame.f_code.co_filename, lineno or 0
+                frame, lasti = site[-1]
+                file, line = frame.f_code.co_filename, site_line(frame, lasti) or 0
             fn = task.fn
             records.append(("issue", future._pd_graph.number, future._pd_seq,
                             getattr(fn, "__qualname__", None) or repr(fn), file, line,
                             [f._pd_seq for f in task.inputs], _clock()))
 
-    def sent(self, worker: Any, task_id: int, task: Any, message: tuple) -> None:
-        """A task was encoded for ``worker`` (``message`` is the TASK tuple of protocol.py)."""
-        _, _, fn_bytes, args, inputs = message
-        size = args_size(args) + (len(fn_bytes) if fn_bytes else 0)
-        for data in inputs:
-            if type(data) is bytes:  # else a reference: the worker fetches it from a peer
-                size += len(data)
+    def sent(self, worker: Any, sent: list[tuple[int, Any, tuple, int]]) -> None:
+        """A batch of tasks was encoded for ``worker``: ``(task_id, task, message, size)``
+        each, ``message`` the TASK tuple of protocol.py and ``size`` the bytes of its
+        arguments and inputs (the function's own bytes are added here)."""
+        total = 0
+        for _, task, message, size in sent:
+            fn_bytes = message[2]
+            if fn_bytes:
+                size += len(fn_bytes)
+            total += size
+            if size >= BIG_TRANSFER:
+                log.info("sent %d bytes to %s for %s()", size, worker.label,
+                         getattr(task.fn, "__qualname__", "?"))
         run = self.run
-        run.sent += 1
-        run.bytes_out += size
+        run.sent += len(sent)
+        run.bytes_out += total
         stats = self.workers.get(worker.label)
         if stats is not None:
-            stats.bytes_out += size
+            stats.bytes_out += total
         records = self.records
         if records is not None:
-            future = task.future
-            routes = ["master" if type(data) is bytes else data[0] for data in inputs]
-            graph = getattr(future, "_pd_graph", None)  # None: a lost value made again
-            records.append(("send", task_id, graph.number if graph is not None else 0, future._pd_seq,
-                            worker.label, _clock(), size, routes))
-        if size >= BIG_TRANSFER:
-            log.info("sent %d bytes to %s for %s()", size, worker.label,
-                     getattr(task.fn, "__qualname__", "?"))
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug("task %d %s() sent to %s (%d bytes)", task_id,
-                      getattr(task.fn, "__qualname__", "?"), worker.label, size)
+            now = _clock()
+            for task_id, task, message, size in sent:
+                future = task.future
+                inputs = message[4]
+                routes = ["master" if type(data) is bytes else data[0] for data in inputs]
+                graph = getattr(future, "_pd_graph", None)  # None: a lost value made again
+                records.append(("send", task_id, graph.number if graph is not None else 0, future._pd_seq,
+                                worker.label, now, size + len(message[2] or b""), routes))
+        if log.isEnabledFor(logging.DEBUG):
+            for task_id, task, message, size in sent:
+                log.debug("task %d %s() sent to %s (%d bytes)", task_id,
+                          getattr(task.fn, "__qualname__", "?"), worker.label, size + len(message[2] or b""))
 
-    def finished(self, worker: Any, task_id: int, ok: bool, data: Any,
-                 began: float | None, ended: float | None) -> None:
-        """A result came back (with the pool's lock held); ``began``/``ended``: the worker's clock.
+    def finished(self, worker: Any, done: list[tuple[int, bool, Any, float | None, float | None]]) -> None:
+        """A batch of results came back (with the pool's lock held):
+        ``(task_id, ok, data, began, ended)`` each, ``began``/``ended`` on the worker's clock.
 
         ``data``: the result's bytes, ``("value", value)`` for a small plain value,
         or ``("kept", key, size, type)`` for a result that stays on the worker
         (no bytes moved); ``b""`` with ``ok`` false: a
         cancelled task, counted as neither done nor failed.
         """
-        if not ok and data == b"":
-            records = self.records
-            if records is not None:
-                records.append(("done", task_id, None, 0, _clock(), began, ended))
-            return
-        kept = data[2] if type(data) is tuple and data[0] == "kept" else 0  # ("kept", key, size, type)
-        size = len(data) if type(data) is bytes else plain_size(data[1]) if data[0] == "value" else 0
-        run = self.run
-        run.bytes_kept += kept
-        run.done += 1
-        run.bytes_in += size
-        seconds = ended - began if began is not None and ended is not None else 0.0
+        records = self.records
         label = worker.label
-        run.busy[label] = run.busy.get(label, 0.0) + seconds
-        run.tasks[label] = run.tasks.get(label, 0) + 1
+        debug = log.isEnabledFor(logging.DEBUG)
+        count = failures = size_total = kept_total = 0
+        busy = 0.0
+        for task_id, ok, data, began, ended in done:
+            if not ok and data == b"":
+                if records is not None:
+                    records.append(("done", task_id, None, 0, _clock(), began, ended))
+                continue
+            kept = 0
+            if type(data) is bytes:
+                size = len(data)
+            elif data[0] == "value":
+                size = plain_size(data[1])
+            else:  # ("kept", key, size, type)
+                size, kept = 0, data[2]
+            seconds = ended - began if began is not None and ended is not None else 0.0
+            count += 1
+            busy += seconds
+            size_total += size
+            kept_total += kept
+            if not ok:
+                failures += 1
+            if records is not None:
+                records.append(("done", task_id, ok, size or kept, _clock(), began, ended))
+            if size >= BIG_TRANSFER:
+                log.info("received %d bytes from %s (task %d)", size, label, task_id)
+            elif debug:
+                log.debug("task %d %s on %s after %.1f ms (%d bytes back)", task_id,
+                          "done" if ok else "failed", label, seconds * 1e3, size)
+        if not count:
+            return
+        run = self.run
+        run.bytes_kept += kept_total
+        run.done += count
+        run.failures += failures
+        run.bytes_in += size_total
+        run.busy[label] = run.busy.get(label, 0.0) + busy
+        run.tasks[label] = run.tasks.get(label, 0) + count
         stats = self.workers.get(label)
         if stats is not None:
-            stats.tasks_done += 1
-            stats.busy += seconds
-            stats.bytes_in += size
-            if not ok:
-                stats.failures += 1
-        if not ok:
-            run.failures += 1
-        records = self.records
-        if records is not None:
-            records.append(("done", task_id, ok, size or kept, _clock(), began, ended))
-        if size >= BIG_TRANSFER:
-            log.info("received %d bytes from %s (task %d)", size, label, task_id)
-        elif log.isEnabledFor(logging.DEBUG):
-            log.debug("task %d %s on %s after %.1f ms (%d bytes back)", task_id,
-                      "done" if ok else "failed", label, seconds * 1e3, size)
+            stats.tasks_done += count
+            stats.busy += busy
+            stats.bytes_in += size_total
+            stats.failures += failures
 
     def revoked(self, worker: Any, task_id: int) -> None:
         """``worker`` gave back a task it had queued, unstarted; it is sent again elsewhere."""

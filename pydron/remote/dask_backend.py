@@ -38,6 +38,7 @@ from pydron.functional import TIMEOUT_MARK
 from pydron.observe.events import EVENTS
 from pydron.remote import byvalue, protocol
 from pydron.remote.backend import Backend
+from pydron.runtime.codes import site_line
 from pydron.runtime.future import _MISSING, PENDING
 
 log = logging.getLogger("pydron")
@@ -465,5 +466,5 @@ def _call_text(fn: Any, future: Any) -> str:
     site = future._pd_site
     if not site:
         return f"{name}()"
-    frame, _, lineno = site[-1]
-    return f"{name}() (called at {frame.f_code.co_filename}, line {lineno})"
+    frame, lasti = site[-1]
+    return f"{name}() (called at {frame.f_code.co_filename}, line {site_line(frame, lasti)})"

@@ -30,6 +30,7 @@ from pydron.remote import dataplane, protocol, worker as worker_module
 from pydron.remote.backend import Backend
 from pydron.remote.preload import modules_to_preload
 from pydron.remote.values import Recipe, RemoteValue
+from pydron.runtime.codes import site_line
 from pydron.runtime.future import _MISSING, DONE, FAILED, PENDING
 from pydron.runtime.resolve import plain_size
 
@@ -129,7 +130,11 @@ class Pool(Backend):
         # goes before later calls that would produce more (bounded memory).
         self._queue: list[tuple[int, int, Any, Any]] = []
         self._queue_order = iter(range(1, sys.maxsize))
-        self._lock = threading.Condition()
+        # One lock for the queue, the workers' windows and the conditions below;
+        # the paths taken once per call or per batch hold ``_mutex`` itself
+        # (no Python-level Condition.__enter__/__exit__).
+        self._mutex = threading.RLock()
+        self._lock = threading.Condition(self._mutex)
         self._task_ids = _TASK_IDS
         # function -> (key, pickled), the newest last; at most FUNCTION_CACHE
         # (closures made per call would otherwise pile up, here and on workers).
@@ -151,8 +156,8 @@ class Pool(Backend):
         # and of kept values sent from one worker to another.
         self.bytes_through_master = 0
         self.bytes_between_workers = 0
-        self._deadline_cv = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
-        self._room = threading.Condition(self._lock._lock)  # type: ignore[attr-defined]
+        self._deadline_cv = threading.Condition(self._mutex)
+        self._room = threading.Condition(self._mutex)
         self._issuers_waiting = 0  # threads in make_room
         self._watchdog: threading.Thread | None = None
         began = time.perf_counter()
@@ -290,7 +295,7 @@ class Pool(Backend):
 
     def submit(self, task: Any, graph: Any) -> None:
         """Queue a ready task; the dispatcher sends it to a worker."""
-        with self._lock:
+        with self._mutex:
             if self._closed:
                 graph.finish(task.future, ok=False, error=PydronError("the pydron pool is shut down"))
                 return
@@ -327,7 +332,8 @@ class Pool(Backend):
             # Hold no task while idle: its arguments would outlive the call.
             batches = worker = batch = None  # type: ignore[assignment]
 
-    def _free_worker(self, task: Any, short_room: int | None = None) -> Worker | None:
+    def _free_worker(self, task: Any, short_room: int | None = None,
+                     short: bool | None = None) -> Worker | None:
         """The least busy worker with room; ties go to a worker that has run the function
         before (it has imported its module), then round the pool, so every worker gets work.
 
@@ -336,9 +342,10 @@ class Pool(Backend):
         A long one goes to an idle worker; when none is idle it waits
         behind one long task (the worker then starts it without a round trip to
         the master), and is taken back if a worker falls idle first
-        (``_revokes_locked``).
+        (``_revokes_locked``). ``short``: ``_is_short(task)``, if the caller has it.
         """
-        short = self._is_short(task)
+        if short is None:
+            short = self._is_short(task)
         holder = _holder(task) if task.inputs else None
         if holder is not None and holder.alive and len(holder.inflight) < (holder.window if short else 1):
             return holder  # most of its input bytes are there already
@@ -442,9 +449,17 @@ class Pool(Backend):
         batches: list[tuple[Worker, list]] = []
         open_batch: dict[Worker, list] = {}
         short_room = self._short_room()  # windows change only under the lock held here
+        last_fn: Any = _NOT_A_FUNCTION  # ready tasks come in runs of one function
+        last_short = False
         while self._queue:
             task = self._queue[0][2]
-            worker = self._free_worker(task, short_room)
+            if task.timeout is not None:
+                short = False  # see _is_short
+            else:
+                if task.fn is not last_fn:
+                    last_fn, last_short = task.fn, self._is_short(task)
+                short = last_short
+            worker = self._free_worker(task, short_room, short)
             if worker is None:
                 break
             _, _, task, graph = heapq.heappop(self._queue)
@@ -452,7 +467,7 @@ class Pool(Backend):
                 continue  # cancelled while it waited for a recomputed input
             self._next_worker = (self._workers.index(worker) + 1) % len(self._workers)
             task_id = next(self._task_ids)
-            queued = bool(worker.inflight) and not self._is_short(task)
+            queued = bool(worker.inflight) and not short
             worker.inflight[task_id] = (task, graph, time.perf_counter())
             if task.timeout is not None:
                 self._add_deadline(time.monotonic() + task.timeout, "timeout", worker, task_id)
@@ -470,10 +485,10 @@ class Pool(Backend):
 
     def _send(self, worker: Worker, batch: list) -> None:
         messages = []
+        sent = []  # (task_id, task, message, bytes), for EVENTS
         for task_id, task, graph in batch:
             try:
-                messages.append(self._encode(worker, task_id, task, graph))
-                EVENTS.sent(worker, task_id, task, messages[-1])
+                message, size = self._encode(worker, task_id, task)
             except _NeedsRecompute as lost:  # an input died with its worker: make it again first
                 with self._lock:
                     worker.inflight.pop(task_id, None)
@@ -486,12 +501,17 @@ class Pool(Backend):
                     worker.prefetched.pop(task_id, None)
                     self._lock.notify()
                 graph.finish(task.future, ok=False, error=exc)
+            else:
+                messages.append(message)
+                sent.append((task_id, task, message, size))
         # Only the worker's inflight entry holds a task from here on (its
         # arguments then die when it finishes, as in the plain run).
         batch.clear()
         task = graph = None
         if not messages:
             return
+        EVENTS.sent(worker, sent)  # before any of their results can be recorded
+        sent.clear()
         try:
             for update in _import_updates(worker):
                 worker.channel.send(update)
@@ -503,16 +523,25 @@ class Pool(Backend):
         except (OSError, EOFError, execnet.RemoteError, ValueError):
             self._worker_died(worker)
 
-    def _encode(self, worker: Worker, task_id: int, task: Any, graph: Any) -> tuple:
-        sources = task.sources
-        if sources is None:
-            sources = task.sources = [_input_source(future) for future in task.inputs]
-        inputs = [self._input_for(worker, source) for source in sources]
+    def _encode(self, worker: Worker, task_id: int, task: Any) -> tuple[tuple, int]:
+        """The TASK message for ``worker``, and the bytes of its arguments and inputs."""
         args = task.payload
         if isinstance(args, BaseException):
             raise args
         if args is None:
             args = protocol.dump_args(task.args, task.kwargs, task.slots)
+        size = protocol.args_size(args)
+        sources = task.sources
+        if sources is None:
+            sources = task.sources = ([_input_source(future) for future in task.inputs]
+                                      if task.inputs else _NO_INPUTS)
+        if sources:  # a task made again from its recipe has sources and no input futures
+            inputs = [self._input_for(worker, source) for source in sources]
+            for data in inputs:
+                if type(data) is bytes:  # else a reference: the worker fetches it from a peer
+                    size += len(data)
+        else:
+            inputs = _NO_INPUTS
         key, fn_bytes = self._function(task.fn)
         # Marked as sent only once nothing can fail: a task that is never sent
         # must not leave the worker without the function (KeyError later).
@@ -520,9 +549,8 @@ class Pool(Backend):
             fn_bytes = None
         elif key is not None:
             worker.functions_sent.add(key)
-        self.bytes_through_master += (protocol.args_size(args)
-                                      + sum(len(i) for i in inputs if isinstance(i, bytes)))
-        return (task_id, key, fn_bytes, args, inputs)
+        self.bytes_through_master += size
+        return (task_id, key, fn_bytes, args, inputs), size
 
     def _input_for(self, worker: Worker, source: Any) -> Any:
         """What ``worker`` is sent for one input: its bytes, or where to fetch it."""
@@ -578,44 +606,54 @@ class Pool(Backend):
             body = pickle.loads(body)
         finished = []
         lost_inputs = []
+        done = []  # (task_id, ok, data, began, ended), for EVENTS
         now = time.perf_counter()
-        with self._lock:
+        last_fn = last_key = None  # a batch is mostly one function's results
+        with self._mutex:
+            inflight, prefetched, asked = worker.inflight, worker.prefetched, worker.asked
             for task_id, ok, data, remote_tb, began, ended in body:
-                entry = worker.inflight.pop(task_id, None)
-                queued = bool(worker.prefetched) and worker.prefetched.pop(task_id, None) is not None
-                if worker.asked:
-                    worker.asked.discard(task_id)  # it had started when asked back
-                if entry is not None:
-                    if not ok and type(data) is tuple and data[0] == "lost":
-                        lost_inputs.append((entry[0], entry[1], data))
-                        continue
-                    EVENTS.finished(worker, task_id, ok, data, began, ended)
-                    if type(data) is bytes:
-                        if ok:
-                            self.bytes_through_master += len(data)
-                    elif data[0] == "value":  # a small plain value, as itself
-                        self.bytes_through_master += plain_size(data[1])
-                    else:  # ("kept", key, size, type): it stays on the worker
-                        data = self._kept(worker, entry[0], data)
-                    # Only the future: the task (and its arguments) is dropped
-                    # before anyone learns it finished, as in the plain run.
-                    finished.append((entry[0].future, entry[1], ok, data, remote_tb))
-                    # Round trip included; but one that waited behind another task
-                    # on the worker counts its own run time only.
-                    seconds = ended - began if queued else now - entry[2]
-                    _adapt_window(worker, seconds)
+                entry = inflight.pop(task_id, None)
+                queued = bool(prefetched) and prefetched.pop(task_id, None) is not None
+                if asked:
+                    asked.discard(task_id)  # it had started when asked back
+                if entry is None:
+                    continue
+                task = entry[0]
+                if not ok and type(data) is tuple and data[0] == "lost":
+                    lost_inputs.append((task, entry[1], data))
+                    continue
+                done.append((task_id, ok, data, began, ended))
+                if type(data) is bytes:
+                    if ok:
+                        self.bytes_through_master += len(data)
+                elif data[0] == "value":  # a small plain value, as itself
+                    self.bytes_through_master += plain_size(data[1])
+                else:  # ("kept", key, size, type): it stays on the worker
+                    data = self._kept(worker, task, data)
+                # Only the future: the task (and its arguments) is dropped
+                # before anyone learns it finished, as in the plain run.
+                finished.append((task.future, entry[1], ok, data, remote_tb))
+                # Round trip included; but one that waited behind another task
+                # on the worker counts its own run time only.
+                seconds = ended - began if queued else now - entry[2]
+                _adapt_window(worker, seconds)
+                fn = task.fn
+                if fn is not last_fn:
                     if len(self._short) > 10_000:
                         self._short.clear()
                         self._trivial.clear()
-                    key = _key(entry[0].fn)
-                    # A large result stays on the worker: such tasks queue at most one
-                    # deep there, as long ones do (their results would pile up in its memory).
-                    short = seconds < SHORT_SECONDS and type(data) is not RemoteValue
-                    if not short and self._short.get(key):
-                        self._turned_long = True
-                    self._short[key] = short
-                    self._trivial[key] = ended - began < TRIVIAL_SECONDS
-            entry = None
+                    last_fn, last_key = fn, _key(fn)
+                # A large result stays on the worker: such tasks queue at most one
+                # deep there, as long ones do (their results would pile up in its memory).
+                short = seconds < SHORT_SECONDS and type(data) is not RemoteValue
+                if not short and self._short.get(last_key):
+                    self._turned_long = True
+                self._short[last_key] = short
+                self._trivial[last_key] = ended - began < TRIVIAL_SECONDS
+            if done:
+                EVENTS.finished(worker, done)
+            entry = task = fn = last_fn = last_key = None
+        done.clear()
         for task, graph, (_, key, address) in lost_inputs:
             self._input_lost(task, graph, key, address)
         values: list[tuple] = []  # successes in a row for one graph, finished together
@@ -1119,6 +1157,10 @@ class _Waiter:
             self.finish(future, ok=True)
 
 
+_NO_INPUTS: tuple = ()  # a TASK's inputs when it has none
+_NOT_A_FUNCTION = object()
+
+
 def _holder(task: Any) -> Worker | None:
     """The worker keeping most of ``task``'s input bytes, if any are kept."""
     best, most = None, 0
@@ -1189,8 +1231,8 @@ def _call_text(task: Any) -> str:
     site = task.future._pd_site
     if not site:
         return f"{name}()"
-    frame, _, lineno = site[-1]
-    return f"{name}() (called at {frame.f_code.co_filename}, line {lineno})"
+    frame, lasti = site[-1]
+    return f"{name}() (called at {frame.f_code.co_filename}, line {site_line(frame, lasti)})"
 
 
 def _print_output(worker: Worker, stream: str, text: str) -> None:

@@ -15,8 +15,11 @@ from typing import Any, Callable
 PENDING, DONE, FAILED = 0, 1, 2
 
 # One condition for every state change: results arrive on execnet's IO
-# threads, while the schedule function waits on its own thread.
-CONDITION = threading.Condition(threading.Lock())
+# threads, while the schedule function waits on its own thread. The paths
+# taken once per call hold its lock directly (``with CONDITION_LOCK``): the
+# same lock, without the Python-level ``Condition.__enter__``/``__exit__``.
+CONDITION_LOCK = threading.Lock()
+CONDITION = threading.Condition(CONDITION_LOCK)
 
 _MISSING = object()
 
@@ -95,7 +98,7 @@ class Future(_FutureSlots):
     # numpy and friends: let our reflected operators run instead of coercing us.
     __array_ufunc__ = None
 
-    def __init__(self, graph: Any, seq: int, site: Any, label: str) -> None:
+    def __init__(self, graph: Any, seq: int, site: Any, label: str, runs_on: str | None = None) -> None:
         with _count_lock:
             if not FUTURES.live and NATIVE_SITES:
                 _clear_native_sites()
@@ -120,7 +123,7 @@ class Future(_FutureSlots):
         self._pd_context = _exc_info()[1]
         self._pd_dependents = None
         self._pd_label = label
-        self._pd_runs_on = None
+        self._pd_runs_on = runs_on  # graph.REMOTE or graph.LOCAL
         # Set when ``self += x`` was applied to a copy of this value: if the
         # value turns out to be mutable in place by ``_pd_inplace_op`` (e.g.
         # operator.iadd on a list), later readers see that copy, as they would

@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from pydron.errors import CallCancelled
 from pydron.observe.events import EVENTS
-from pydron.runtime.codes import inline_codes
-from pydron.runtime.future import (CONDITION, COUNT_LOCK, DONE, FAILED, LIVE, PENDING, FUTURES, Future, _MISSING,
+from pydron.runtime.codes import inline_codes, site_line
+from pydron.runtime.future import (CONDITION, CONDITION_LOCK, COUNT_LOCK, DONE, FAILED, LIVE, PENDING, FUTURES, Future, _MISSING,
                                    latest, mutable_in_place)
 from pydron.runtime.resolve import PLAIN_TYPES, find_futures, resolve_deep, snapshot, substitute
 
@@ -105,22 +105,28 @@ JOURNAL_LIMIT = 10_000
 _inline_codes = inline_codes  # ids of rewritten code objects (runtime/codes.py)
 
 
-def user_site() -> tuple | None:
+def user_site(entry: types.FrameType | None = None) -> tuple | None:
     """Where the user made the call: the user's frames inside the schedule, innermost last.
 
-    Each entry is (frame, lasti, lineno) as at the time of the call, so that a
-    failure noticed later gets the traceback the sequential run would show.
+    Each entry is (frame, lasti) as at the time of the call (``site_line`` gives
+    its line), so that a failure noticed later gets the traceback the
+    sequential run would show. The walk starts at the caller of the graph's
+    method that asks, and stops at ``entry``, the frame that runs the top-level
+    schedule function (nothing above it belongs to the call).
     """
-    frame = sys._getframe(1)
+    frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
         frame = frame.f_back
     chain = []
     while frame is not None:
         if chain and id(frame.f_code) not in _inline_codes:
             break  # the schedule function's caller: the raise itself passes through it
-        chain.append((frame, frame.f_lasti, frame.f_lineno))
+        chain.append((frame, frame.f_lasti))
         frame = frame.f_back
         while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
+            if frame is entry:
+                frame = None
+                break
             frame = frame.f_back
     chain.reverse()
     return tuple(chain) if chain else None
@@ -198,6 +204,9 @@ class Graph:
         # in a try/with block (see journal.py): (calls issued before, undo).
         self._journal: list[tuple[int, Callable[[], None]]] = []
         self._load_lock = threading.Lock()
+        # The frame that runs a top-level schedule function (scheduling._run_graph):
+        # where ``user_site`` stops looking. None: look up to the first frame outside.
+        self.entry: types.FrameType | None = None
 
     def add_local(self, container: Any) -> None:
         """Record a container only the schedule function holds (see ``local``)."""
@@ -242,6 +251,7 @@ class Graph:
         futures that hold the exception: that cycle is broken here, so that
         the futures die at once rather than at the next garbage collection.
         """
+        self.entry = None  # its frame holds the call's arguments
         with COUNT_LOCK:
             self.closed = True
             FUTURES.live -= self.live_futures
@@ -275,9 +285,9 @@ class Graph:
             self._journal.append((self._seq, undo))
 
     # -- issuing ----------------------------------------------------------
-    def _next(self, site: Any, label: str) -> Future:
+    def _next(self, site: Any, label: str, runs_on: str) -> Future:
         self._seq += 1
-        return Future(self, self._seq, site, label)
+        return Future(self, self._seq, site, label, runs_on)
 
     @property
     def pool(self) -> Any:
@@ -294,19 +304,19 @@ class Graph:
         (through ``syncpoints.Issue``, which adds no Python frame)."""
         self.pool.make_room()
         label = getattr(fn, "__qualname__", None)  # repr() only when needed: it costs each call
-        future = self._next(user_site(), repr(fn) if label is None else label)
+        future = self._next(user_site(self.entry), repr(fn) if label is None else label, REMOTE)
         task = Task.make(future, fn, args, kwargs)
         # Pickled now, on this thread: later mutations of the arguments are not seen.
         self.pool.prepare(task)
-        self._start(task, REMOTE)
+        self._start(task)
         return future
 
     def defer(self, op: Callable[..., Any], args: tuple) -> Any:
         """Issue a pure operation on futures; it runs here once they are known."""
         if all(latest(f)._pd_state is DONE for f in find_futures(args)):
             return op(*resolve_deep(args))
-        future = self._next(user_site(), getattr(op, "__name__", "operation"))
-        self._start(Task.make(future, op, snapshot(args), {}), LOCAL)
+        future = self._next(user_site(self.entry), getattr(op, "__name__", "operation"), LOCAL)
+        self._start(Task.make(future, op, snapshot(args), {}))
         return future
 
     def defer_inplace(self, op: Callable[[Any, Any], Any], target: Future, other: Any) -> Future:
@@ -326,17 +336,16 @@ class Graph:
             return op(value, operand)
 
         apply.__name__ = op.__name__
-        result = self._next(user_site(), op.__name__)
+        result = self._next(user_site(self.entry), op.__name__, LOCAL)
         task = Task.make(result, apply, (target, snapshot(other)), {})
         object.__setattr__(target, "_pd_inplace_op", op)
         object.__setattr__(target, "_pd_mutated_by", result)
-        self._start(task, LOCAL)
+        self._start(task)
         return result
 
-    def _start(self, task: Task, runs_on: str) -> None:
+    def _start(self, task: Task) -> None:
         future = task.future
-        object.__setattr__(future, "_pd_runs_on", runs_on)
-        with CONDITION:
+        with CONDITION_LOCK:  # CONDITION's lock, without its Python-level __enter__
             self._outstanding[future._pd_seq] = future
             heapq.heappush(self._outstanding_seqs, future._pd_seq)
             failed = None
@@ -355,7 +364,7 @@ class Graph:
             ready = task.waiting == 0
         if not ready:
             return
-        if runs_on is LOCAL:
+        if future._pd_runs_on is LOCAL:
             self._run_local(task)  # this is the schedule function's thread
         else:
             self._dispatch_remote(task)
@@ -407,7 +416,7 @@ class Graph:
         """``finish(ok=True)`` for a batch of (future, value, payload, remote) from a
         worker: one lock and one wake-up of the schedule thread for all of them."""
         ready: list[Task] = []
-        with CONDITION:
+        with CONDITION_LOCK:
             for future, value, payload, remote in results:
                 if future._pd_state is PENDING:
                     ready += self._succeed_locked(future, value, payload, remote)
@@ -676,7 +685,8 @@ class Graph:
         site = origin._pd_site
         if site is not None:
             tb = None
-            for frame, lasti, lineno in reversed(site):
+            for frame, lasti in reversed(site):
+                lineno = site_line(frame, lasti)
                 tb = types.TracebackType(tb, frame, lasti,
                                          lineno if lineno is not None else frame.f_code.co_firstlineno)
             self._raised_tb[id(error)] = tb
