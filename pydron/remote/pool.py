@@ -159,6 +159,7 @@ class Pool(Backend):
         self._deadline_cv = threading.Condition(self._mutex)
         self._room = threading.Condition(self._mutex)
         self._issuers_waiting = 0  # threads in make_room
+        self._dispatcher_idle = False  # the dispatch thread waits on _lock: submit wakes it
         self._watchdog: threading.Thread | None = None
         began = time.perf_counter()
         self._start_workers()
@@ -306,7 +307,8 @@ class Pool(Backend):
                     f"schedule call starts new workers)"))
                 return
             heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
-            self._lock.notify()
+            if self._dispatcher_idle:
+                self._lock.notify()
 
     def _dispatch_loop(self) -> None:
         while True:
@@ -316,7 +318,11 @@ class Pool(Backend):
                     revokes = [] if self._queue else self._revokes_locked()
                     if revokes:
                         break
-                    self._lock.wait(RELEASE_SECONDS)
+                    self._dispatcher_idle = True
+                    try:
+                        self._lock.wait(RELEASE_SECONDS)
+                    finally:
+                        self._dispatcher_idle = False
                     if any(worker.to_release for worker in self._workers):
                         break
                 if self._closed:
@@ -883,7 +889,8 @@ class Pool(Backend):
     def _enqueue(self, task: Any, graph: Any) -> None:
         with self._lock:
             heapq.heappush(self._queue, (task.future._pd_seq, next(self._queue_order), task, graph))
-            self._lock.notify()
+            if self._dispatcher_idle:
+                self._lock.notify()
 
     def _remade(self, value: RemoteValue, ok: bool, inline: bytes | None, error: BaseException | None) -> None:
         with self._lock:

@@ -48,6 +48,7 @@ class _LiveCount:
 
 FUTURES = _LiveCount()
 _SET = object.__setattr__
+_new_unborn = object.__new__
 _exc_info = sys.exc_info
 # Not empty while FUTURES.live is not 0 (changed under COUNT_LOCK with it):
 # what rewritten code tests, as ``LOAD_CONST LIVE; POP_JUMP_IF_FALSE`` (a
@@ -84,7 +85,7 @@ class _FutureSlots:
 
 
 class _Unborn(_FutureSlots):
-    """A future while ``Future.__init__`` fills it: without Future's ``__setattr__``
+    """A future while ``Future.__new__`` fills it: without Future's ``__setattr__``
     (which acts on the value), its slots take plain stores, four times as fast as
     ``object.__setattr__`` (one future is made per call)."""
 
@@ -98,15 +99,10 @@ class Future(_FutureSlots):
     # numpy and friends: let our reflected operators run instead of coercing us.
     __array_ufunc__ = None
 
-    def __init__(self, graph: Any, seq: int, site: Any, label: str, runs_on: str | None = None) -> None:
-        with _count_lock:
-            if not FUTURES.live and NATIVE_SITES:
-                _clear_native_sites()
-            if not FUTURES.live:
-                LIVE.append(True)
-            FUTURES.live += 1
-            graph.live_futures += 1
-        _SET(self, "__class__", _Unborn)  # back to Future below; nothing here can raise
+    def __new__(cls, graph: Any, seq: int, site: Any, label: str, runs_on: str | None = None) -> "Future":
+        # Filled as an _Unborn (plain slot stores, no __del__), then counted and made
+        # a Future in one step under the lock: its __del__ uncounts exactly what was counted.
+        self = _new_unborn(_Unborn)
         self._pd_graph = graph
         self._pd_seq = seq
         self._pd_state = PENDING
@@ -130,7 +126,15 @@ class Future(_FutureSlots):
         # see the mutated object sequentially; an int or a str stays as it was.
         self._pd_mutated_by = None
         self._pd_inplace_op = None
-        self.__class__ = Future
+        with _count_lock:
+            if not FUTURES.live:
+                if NATIVE_SITES:
+                    _clear_native_sites()
+                LIVE.append(True)
+            FUTURES.live += 1
+            graph.live_futures += 1
+            self.__class__ = cls
+        return self  # type: ignore[return-value]
 
     def __del__(self) -> None:
         remote = self._pd_remote

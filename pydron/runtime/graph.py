@@ -302,12 +302,15 @@ class Graph:
     def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         """``submit`` in the layout of the call itself: what a call site calls
         (through ``syncpoints.Issue``, which adds no Python frame)."""
-        self.pool.make_room()
+        pool = self._pool
+        if pool is None:
+            pool = self.pool
+        pool.make_room()
         label = getattr(fn, "__qualname__", None)  # repr() only when needed: it costs each call
         future = self._next(user_site(self.entry), repr(fn) if label is None else label, REMOTE)
         task = Task.make(future, fn, args, kwargs)
         # Pickled now, on this thread: later mutations of the arguments are not seen.
-        self.pool.prepare(task)
+        pool.prepare(task)
         self._start(task)
         return future
 
@@ -367,12 +370,9 @@ class Graph:
         if future._pd_runs_on is LOCAL:
             self._run_local(task)  # this is the schedule function's thread
         else:
-            self._dispatch_remote(task)
+            self.pool.submit(task, self)
 
     # -- running ----------------------------------------------------------
-    def _dispatch_remote(self, task: Task) -> None:
-        self.pool.submit(task, self)
-
     def input_values(self, task: Task) -> dict[int, Any]:
         """id(future as found in the arguments) -> value, for a ready task."""
         values = [self.value_of(f) for f in task.inputs]
@@ -410,7 +410,7 @@ class Graph:
                 ready = self._fail_locked(future, future, error)
             ready = self._queue_local_locked(ready)
         for task in ready:
-            self._dispatch_remote(task)
+            self.pool.submit(task, self)
 
     def finish_values(self, results: list[tuple[Future, Any, bytes | None, Any]]) -> None:
         """``finish(ok=True)`` for a batch of (future, value, payload, remote) from a
@@ -422,7 +422,7 @@ class Graph:
                     ready += self._succeed_locked(future, value, payload, remote)
             ready = self._queue_local_locked(ready)
         for task in ready:
-            self._dispatch_remote(task)
+            self.pool.submit(task, self)
 
     def _succeed_locked(self, future: Future, value: Any, payload: bytes | None, remote: Any) -> list[Task]:
         object.__setattr__(future, "_pd_value", value)
