@@ -425,15 +425,22 @@ class Graph:
             self.pool.submit(task, self)
 
     def _succeed_locked(self, future: Future, value: Any, payload: bytes | None, remote: Any) -> list[Task]:
-        object.__setattr__(future, "_pd_value", value)
-        object.__setattr__(future, "_pd_bytes", payload)
-        object.__setattr__(future, "_pd_remote", remote)
-        object.__setattr__(future, "_pd_state", DONE)
+        set_slot = object.__setattr__  # a slot still at its first value (None) is left alone
+        set_slot(future, "_pd_value", value)
+        if payload is not None:
+            set_slot(future, "_pd_bytes", payload)
+        if remote is not None:
+            set_slot(future, "_pd_remote", remote)
+        set_slot(future, "_pd_state", DONE)  # after the value: readers test the state without the lock
         # Only a failure needs its call site; the frames would keep
         # the schedule function's locals (futures among them) alive.
-        object.__setattr__(future, "_pd_site", None)
-        object.__setattr__(future, "_pd_context", None)
+        if future._pd_site is not None:
+            set_slot(future, "_pd_site", None)
+        if future._pd_context is not None:
+            set_slot(future, "_pd_context", None)
         self._outstanding.pop(future._pd_seq, None)
+        if future._pd_dependents is None:
+            return []
         return self._release_locked(future, None)
 
     def _queue_local_locked(self, ready: list[Task]) -> list[Task]:
