@@ -546,3 +546,46 @@ def failure_noticed_in_another_handler(x):
                                 failure_noticed_in_another_handler], ids=lambda f: f.__name__)
 def test_a_late_failure_keeps_the_context_of_its_call(fn):
     assert_equivalent(fn, 3)
+
+
+# Seed 977 (3.11): after a line over 127 characters, the traceback of a later
+# line's failure showed the line before it. bytecode wrote that line's columns
+# in a form whose bytes CPython's line lookup misreads (tracer/linetable.py).
+def long_line_then_failing_assert(a, b):
+    v2 = inc(a + b)
+    L = [inc(2) for c3 in range(min(max((sum(inc(v2) for c2 in range(0)) for c1 in range(2)), default=1), 4)) for c4 in range(0)]
+    L = mklist(0)
+    assert a > 1, "a5"
+    return L
+
+
+LONG_LINE_PROGRAM = """
+def fz(a, b, xs):
+    v2 = add(a, b)
+    L = [dec(2) for c3 in range(min(max((sum(dec(v2) for c2 in range(0)) for c1 in range(2)), default=1), 4)) for c4 in range(0)]
+    L = mklist(0)
+    assert a > 1, "a5"
+    return L
+"""
+
+
+def test_a_line_over_127_characters_keeps_the_later_lines_of_a_traceback():
+    import fuzzgen
+
+    fuzzgen.check(LONG_LINE_PROGRAM, [(-2, 0, [])])  # the fuzzer's own program and check
+    assert_equivalent(long_line_then_failing_assert, -2, 0)
+
+
+def test_every_instruction_of_a_rewritten_function_has_its_own_line():
+    """What tracebacks and f_lineno read (co_lines) agrees with each instruction's position."""
+    import pydron
+    from pydron.scheduling import SCHEDULE_MARK
+
+    code = getattr(pydron.schedule(long_line_then_failing_assert), SCHEDULE_MARK).__code__
+    positions = [position[0] for position in code.co_positions()]
+    checked = 0
+    for start, end, line in code.co_lines():
+        for offset in range(start, end, 2):
+            assert line == positions[offset // 2], f"offset {offset}: co_lines {line}, co_positions {positions[offset // 2]}"
+            checked += 1
+    assert checked == len(positions)

@@ -37,6 +37,7 @@ from bytecode import Bytecode, Instr, Label, TryBegin, TryEnd
 from pydron.runtime import purity
 from pydron.runtime.future import FUTURES, LIVE, Future
 from pydron.runtime import syncpoints as sp
+from pydron.tracer import linetable
 from pydron.tracer.escapes import escaping_calls, escaping_stores, maybe_local
 from pydron.tracer.natives import find_natives, native_constant, typed_locals, typed_receiver
 from pydron.tracer.regions import Overlap, find_overlap, loaded_local, stored_names
@@ -133,7 +134,7 @@ def rewrite_code(code: types.CodeType, namespace: dict | None = None,
         # The handlers' stack depths are the original ones (conserved at
         # decoding; the inserted code leaves them alone): bytecode's own
         # recomputation gets some wrong (a finally after an except in a with).
-        new_code = bc.to_code(compute_exception_stack_depths=False)
+        new_code = linetable.readable(bc.to_code(compute_exception_stack_depths=False))
     except Exception as exc:  # noqa: BLE001 - reported with the function's location
         raise RewriteError(
             f"{code.co_filename}, line {code.co_firstlineno}: cannot rewrite "
