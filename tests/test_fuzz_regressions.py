@@ -548,6 +548,46 @@ def test_a_late_failure_keeps_the_context_of_its_call(fn):
     assert_equivalent(fn, 3)
 
 
+# Seed 977 (3.11): a call made in a handler failed, and a bare ``raise`` after it
+# re-raised the handled exception; the block's ``finally`` put the call's failure
+# in its place, but with the context of that older exception (none), not the
+# exception handled at the call. The winner now keeps its call's own context.
+def failure_before_a_bare_reraise(b):
+    L = [1, 2]
+    try:
+        try:
+            L[2]
+        except Exception:
+            x = boom(1 + b)  # plain: KeyError, its __context__ the IndexError
+            raise
+    finally:
+        pass
+    return L, x
+
+
+def failure_in_a_loop_before_a_bare_reraise(b):
+    L = [1, 2]
+    try:
+        try:
+            L[2]
+        except Exception:
+            for _ in L[:4]:
+                L.insert(0, boom(1 + b))
+            else:
+                raise
+        except ValueError:
+            pass
+    finally:
+        pass
+    return L
+
+
+@pytest.mark.parametrize("fn", [failure_before_a_bare_reraise, failure_in_a_loop_before_a_bare_reraise],
+                         ids=lambda f: f.__name__)
+def test_a_failure_replacing_a_reraised_exception_keeps_the_context_of_its_call(fn):
+    assert_equivalent(fn, -1)
+
+
 # Seed 977 (3.11): after a line over 127 characters, the traceback of a later
 # line's failure showed the line before it. bytecode wrote that line's columns
 # in a form whose bytes CPython's line lookup misreads (tracer/linetable.py).

@@ -654,7 +654,11 @@ class Graph:
             earlier = [f for f in self._failures if f._pd_seq < cutoff]
             later = [f for f in self._failures if f._pd_seq > noticed]
             if earlier:
-                winner, context = min(earlier, key=lambda f: f._pd_seq), error.__context__
+                # The plain run raised it at its call, handling what was handled there
+                # (not what ``error`` found: a bare ``raise`` in a handler can re-raise
+                # an exception older than the call).
+                winner = min(earlier, key=lambda f: f._pd_seq)
+                context = winner._pd_context
             elif later:
                 winner, context = min(later, key=lambda f: f._pd_seq), error
             else:
