@@ -114,7 +114,10 @@ def user_site(entry: types.FrameType | None = None) -> tuple | None:
     method that asks, and stops at ``entry``, the frame that runs the top-level
     schedule function (nothing above it belongs to the call).
     """
-    frame = sys._getframe(2)
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # a graph method called with no Python frame below it
+        return None
     while frame is not None and frame.f_code.co_filename.startswith(_PYDRON_DIR):
         frame = frame.f_back
     chain = []
