@@ -186,11 +186,9 @@ class Events:
         """A batch of tasks was encoded for ``worker``: ``(task_id, task, message, size)``
         each, ``message`` the TASK tuple of protocol.py and ``size`` the bytes of its
         arguments and inputs (the function's own bytes are added here)."""
+        sizes = [size + len(message[2]) if message[2] else size for _, _, message, size in sent]
         total = 0
-        for _, task, message, size in sent:
-            fn_bytes = message[2]
-            if fn_bytes:
-                size += len(fn_bytes)
+        for (_, task, _, _), size in zip(sent, sizes):
             total += size
             if size >= BIG_TRANSFER:
                 log.info("sent %d bytes to %s for %s()", size, worker.label,
@@ -204,17 +202,16 @@ class Events:
         records = self.records
         if records is not None:
             now = _clock()
-            for task_id, task, message, size in sent:
+            for (task_id, task, message, _), size in zip(sent, sizes):
                 future = task.future
-                inputs = message[4]
-                routes = ["master" if type(data) is bytes else data[0] for data in inputs]
+                routes = ["master" if type(data) is bytes else data[0] for data in message[4]]
                 graph = getattr(future, "_pd_graph", None)  # None: a lost value made again
                 records.append(("send", task_id, graph.number if graph is not None else 0, future._pd_seq,
-                                worker.label, now, size + len(message[2] or b""), routes))
+                                worker.label, now, size, routes))
         if log.isEnabledFor(logging.DEBUG):
-            for task_id, task, message, size in sent:
+            for (task_id, task, _, _), size in zip(sent, sizes):
                 log.debug("task %d %s() sent to %s (%d bytes)", task_id,
-                          getattr(task.fn, "__qualname__", "?"), worker.label, size + len(message[2] or b""))
+                          getattr(task.fn, "__qualname__", "?"), worker.label, size)
 
     def finished(self, worker: Any, done: list[tuple[int, bool, Any, float | None, float | None]]) -> None:
         """A batch of results came back (with the pool's lock held):

@@ -47,7 +47,6 @@ class _LiveCount:
 
 
 FUTURES = _LiveCount()
-_SET = object.__setattr__
 _new_unborn = object.__new__
 _exc_info = sys.exc_info
 # Not empty while FUTURES.live is not 0 (changed under COUNT_LOCK with it):

@@ -22,11 +22,12 @@ def readable(code: types.CodeType) -> types.CodeType:
     """``code``, with a location table whose entries CPython's line lookup reads as written."""
     table = code.co_linetable
     entries = list(_entries(table))
-    if not any(_bad(table, start, end) for start, end in entries):
+    bad = {start for start, _ in entries if _bad(table, start)}
+    if not bad:
         return code
     out = bytearray()
     for start, end in entries:
-        if _bad(table, start, end):
+        if start in bad:
             header = table[start]
             kind, size = (header >> 3) & 15, (header & 7) + 1
             out.append(0x80 | (_LONG << 3) | (size - 1))
@@ -39,7 +40,8 @@ def readable(code: types.CodeType) -> types.CodeType:
     return code.replace(co_linetable=bytes(out))
 
 
-def _bad(table: bytes, start: int, end: int) -> bool:
+def _bad(table: bytes, start: int) -> bool:
+    """A one-line entry with a column byte CPython would take for the start of the next."""
     kind = (table[start] >> 3) & 15
     return _ONE_LINE_FIRST <= kind <= _ONE_LINE_LAST and (table[start + 1] >= 128 or table[start + 2] >= 128)
 
